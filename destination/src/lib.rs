@@ -1,0 +1,1 @@
+//! `tcf-destination`: not built yet; see the project's issues and `docs/`.

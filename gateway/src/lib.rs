@@ -1,0 +1,1 @@
+//! `tcf-gateway`: not built yet; see the project's issues and `docs/`.

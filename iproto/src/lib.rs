@@ -1,0 +1,39 @@
+//! Tarantool's binary protocol (iproto) for tokio.
+//!
+//! Two clients share one codec:
+//! * [`Connection`]: a pipelined request/response client (PING, SELECT,
+//!   INSERT, REPLACE, UPDATE, DELETE, UPSERT, CALL, EVAL), thousands of
+//!   requests in flight on one socket, each with its own timeout;
+//! * [`ReplicationClient`]: the anonymous-replica side of replication
+//!   (FETCH_SNAPSHOT, SUBSCRIBE, acks, VOTE), yielding [`Row`]s whose bodies
+//!   stay raw MessagePack, and [`TxAssembler`] to group rows into
+//!   transactions.
+//!
+//! Nothing here panics on input from the network: truncated, oversized and
+//! malformed frames are [`ProtocolError`]s. Verified against Tarantool 2.6;
+//! see `docs/iproto.md` for the protocol facts this code follows.
+
+mod conn;
+pub mod consts;
+mod error;
+pub mod frame;
+mod greeting;
+pub mod msgpack;
+pub mod replication;
+pub mod request;
+mod row;
+mod txn;
+mod vclock;
+
+pub use conn::{ConnectOptions, Connection, Response};
+pub use error::{Error, ProtocolError, Result, ServerError, StackEntry};
+pub use frame::{Frame, Header};
+pub use greeting::{Greeting, chap_sha1_scramble};
+pub use replication::{
+    AckSender, Ballot, Event, ReplicationClient, SnapshotStream, SubscribeRequest, Subscription,
+    Timing, ack_channel, vote,
+};
+pub use request::{Raw, Select, ToMsgpack};
+pub use row::{BodyFields, DmlKind, Row, RowKind, Synchro};
+pub use txn::{Transaction, TxAssembler, TxError};
+pub use vclock::Vclock;

@@ -1,0 +1,545 @@
+//! The anonymous-replica side of replication: VOTE, FETCH_SNAPSHOT and
+//! SUBSCRIBE with acks.
+//!
+//! Contract, as the gateway relies on it:
+//! * [`ReplicationClient::fetch_snapshot`] streams the read view's rows and
+//!   ends with its start vclock (subscribe from there) and end vclock;
+//! * [`ReplicationClient::subscribe`] checks that the requested vclock is not
+//!   ahead of the upstream's (2.6 would silently send nothing) and, when an
+//!   expected replicaset UUID is given, that it matches (2.6 does not check);
+//! * acks are sent by an independent timer every `ack_interval`, carrying
+//!   whatever vclock the caller last put into the [`AckSender`]: on Tarantool
+//!   < 2.10 anonymous acks count toward the synchronous quorum, so the caller
+//!   must only ever publish what its target has durably committed;
+//! * the upstream is judged dead only while [`Subscription::next`] is waiting
+//!   on the socket: a caller that stops reading for backpressure never sees a
+//!   false death.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpStream, tcp::OwnedReadHalf},
+    sync::watch,
+    task::JoinHandle,
+};
+use uuid::Uuid;
+
+use crate::{
+    Row, Vclock,
+    conn::{ConnectOptions, handshake, read_frame},
+    consts::{key, request as rt},
+    error::{Error, ProtocolError, Result},
+    frame::{self, Frame},
+    greeting::Greeting,
+    msgpack::{Reader, write},
+    request::{self, Select},
+};
+
+/// `_schema` space id.
+const SCHEMA_SPACE: u32 = 272;
+/// Version sent in SUBSCRIBE (acks are honoured from 1.7.4 on).
+pub const DEFAULT_SERVER_VERSION: u32 = 0x020600;
+
+/// An instance's answer to VOTE (Tarantool 2.6 key numbering).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ballot {
+    /// `read_only` as configured.
+    pub is_ro_cfg: bool,
+    /// Whether the instance is actually read-only now (2.6 calls it `is_loading`).
+    pub is_ro: bool,
+    /// The instance's vclock.
+    pub vclock: Vclock,
+    /// Vclock of the oldest checkpoint kept: xlogs exist only from here on.
+    pub gc_vclock: Vclock,
+}
+
+impl Ballot {
+    /// Whether the instance still has every row after `position`: no
+    /// component of its `gc_vclock` is beyond `position`.
+    pub fn has_rows_after(&self, position: &Vclock) -> bool {
+        self.gc_vclock.without_local().le(position)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, ProtocolError> {
+        let e = ProtocolError::decode("ballot");
+        let mut r = Reader::new(body);
+        let mut ballot = None;
+        for _ in 0..r.read_map_len().map_err(e)? {
+            if r.read_u64().map_err(e)? != u64::from(key::BALLOT) {
+                r.skip().map_err(e)?;
+                continue;
+            }
+            let mut b = Ballot::default();
+            for _ in 0..r.read_map_len().map_err(e)? {
+                match r.read_u64().map_err(e)? {
+                    1 => b.is_ro_cfg = r.read_bool().map_err(e)?,
+                    2 => b.vclock = Vclock::decode(&mut r).map_err(e)?,
+                    3 => b.gc_vclock = Vclock::decode(&mut r).map_err(e)?,
+                    4 => b.is_ro = r.read_bool().map_err(e)?,
+                    _ => {
+                        r.skip().map_err(e)?;
+                    }
+                }
+            }
+            ballot = Some(b);
+        }
+        ballot.ok_or(ProtocolError::Missing("BALLOT in VOTE response"))
+    }
+}
+
+/// Asks `addr` for its ballot (IPROTO_VOTE; needs no authentication).
+pub async fn vote(addr: &str, opts: &ConnectOptions) -> Result<Ballot> {
+    let guest = ConnectOptions::new()
+        .connect_timeout(opts.connect_limit())
+        .max_frame(opts.frame_limit());
+    let mut c = ReplicationClient::connect(addr, &guest).await?;
+    let reply = c.round_trip(rt::VOTE, |_| {}).await?;
+    Ok(Ballot::decode(&reply.body)?)
+}
+
+/// Timing of a subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The upstream's `replication_timeout`: heartbeats come this often when idle.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat intervals without any frame, while reading, before the
+    /// upstream is judged dead (Tarantool's applier uses 4).
+    pub dead_after_heartbeats: u32,
+    /// How often acks are sent, independent of reading.
+    pub ack_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            dead_after_heartbeats: 4,
+            ack_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Timing {
+    /// The silence that marks the upstream dead.
+    pub fn dead_after(&self) -> Duration {
+        self.heartbeat_interval * self.dead_after_heartbeats
+    }
+}
+
+/// What to subscribe with.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// Start position: rows after it are sent (component 0 is dropped).
+    pub vclock: Vclock,
+    /// Expected replicaset UUID; checked against the upstream's answer.
+    pub replicaset_uuid: Option<Uuid>,
+    /// This subscriber's instance UUID (random by default, see the docs on 2.6
+    /// duplicate connections).
+    pub instance_uuid: Uuid,
+    /// Version id announced to the upstream.
+    pub server_version: u32,
+    /// Origins whose rows must not be sent.
+    pub id_filter: Vec<u32>,
+    /// Heartbeat, liveness and ack timing.
+    pub timing: Timing,
+}
+
+impl SubscribeRequest {
+    /// Subscribes from `vclock` with a fresh random instance UUID.
+    pub fn new(vclock: Vclock) -> Self {
+        Self {
+            vclock,
+            replicaset_uuid: None,
+            instance_uuid: Uuid::new_v4(),
+            server_version: DEFAULT_SERVER_VERSION,
+            id_filter: Vec::new(),
+            timing: Timing::default(),
+        }
+    }
+}
+
+/// The caller's side of the ack channel: publish the vclock to acknowledge.
+pub type AckSender = watch::Sender<Vclock>;
+
+/// Creates an ack channel starting at `initial`.
+pub fn ack_channel(initial: Vclock) -> (AckSender, watch::Receiver<Vclock>) {
+    watch::channel(initial)
+}
+
+/// A connection for replication: requests are answered one at a time, and
+/// FETCH_SNAPSHOT and SUBSCRIBE take it over.
+#[derive(Debug)]
+pub struct ReplicationClient {
+    stream: TcpStream,
+    buf: BytesMut,
+    greeting: Greeting,
+    opts: ConnectOptions,
+    sync: u64,
+}
+
+impl ReplicationClient {
+    /// Connects and authenticates (the user needs `read` on `universe`).
+    pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self> {
+        let (stream, greeting, buf) = handshake(addr, opts).await?;
+        Ok(Self {
+            stream,
+            buf,
+            greeting,
+            opts: opts.clone(),
+            sync: 0,
+        })
+    }
+
+    /// The upstream's greeting (its instance UUID and version).
+    pub fn greeting(&self) -> &Greeting {
+        &self.greeting
+    }
+
+    async fn send(&mut self, request_type: u32, body: impl FnOnce(&mut Vec<u8>)) -> Result<u64> {
+        self.sync += 1;
+        let mut out = Vec::new();
+        frame::encode_frame(&mut out, request_type, self.sync, body);
+        self.stream.write_all(&out).await?;
+        Ok(self.sync)
+    }
+
+    async fn recv(&mut self, what: &'static str, limit: Duration) -> Result<Frame> {
+        let max = self.opts.frame_limit();
+        tokio::time::timeout(limit, read_frame(&mut self.stream, &mut self.buf, max))
+            .await
+            .map_err(|_| Error::Timeout { what, after: limit })?
+    }
+
+    async fn round_trip(
+        &mut self,
+        request_type: u32,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Frame> {
+        let sync = self.send(request_type, body).await?;
+        let limit = self.opts.connect_limit();
+        loop {
+            let f = self.recv("request", limit).await?;
+            if f.header.sync != sync {
+                continue;
+            }
+            return match f.server_error() {
+                Some(e) => Err(Error::Server(e)),
+                None => Ok(f),
+            };
+        }
+    }
+
+    /// The replicaset UUID from `_schema` (`cluster` on 2.x,
+    /// `replicaset_uuid` on 3.x).
+    pub async fn replicaset_uuid(&mut self) -> Result<Uuid> {
+        for name in ["cluster", "replicaset_uuid"] {
+            let key = [rmpv::Value::from(name)];
+            let opts = Select {
+                limit: 1,
+                ..Select::default()
+            };
+            let reply = self
+                .round_trip(rt::SELECT, |o| {
+                    request::select(o, SCHEMA_SPACE, &key[..], opts)
+                })
+                .await?;
+            let resp = crate::conn::Response {
+                header: reply.header,
+                body: reply.body,
+            };
+            let data = resp.data_value()?;
+            let found = data
+                .as_array()
+                .and_then(|rows| rows.first())
+                .and_then(|t| t.as_array())
+                .and_then(|t| t.get(1))
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok());
+            if let Some(uuid) = found {
+                return Ok(uuid);
+            }
+        }
+        Err(ProtocolError::Missing("replicaset uuid in _schema").into())
+    }
+
+    /// Sends FETCH_SNAPSHOT and waits for the start vclock.
+    pub async fn fetch_snapshot(mut self) -> Result<SnapshotStream> {
+        let sync = self.send(rt::FETCH_SNAPSHOT, |_| {}).await?;
+        let first = self
+            .recv("FETCH_SNAPSHOT", self.opts_request_limit())
+            .await?;
+        if let Some(e) = first.server_error() {
+            return Err(Error::Server(e));
+        }
+        if first.header.request_type != rt::OK {
+            return Err(ProtocolError::UnexpectedType {
+                got: first.header.request_type,
+                during: "waiting for the snapshot's start vclock",
+            }
+            .into());
+        }
+        let start = vclock_of(&first.body)?;
+        Ok(SnapshotStream {
+            client: self,
+            sync,
+            start,
+            end: None,
+        })
+    }
+
+    fn opts_request_limit(&self) -> Duration {
+        // A snapshot answer waits for the WAL sync and confirmed sync
+        // transactions; give it the generous connect limit times two.
+        self.opts.connect_limit() * 2
+    }
+
+    /// Subscribes as an anonymous replica. `acks` is read by the ack timer.
+    pub async fn subscribe(
+        mut self,
+        req: &SubscribeRequest,
+        acks: watch::Receiver<Vclock>,
+    ) -> Result<Subscription> {
+        let vclock = req.vclock.without_local();
+        let rs = req.replicaset_uuid.unwrap_or(Uuid::nil());
+        self.send(rt::SUBSCRIBE, |o| {
+            write::map_len(o, if req.id_filter.is_empty() { 5 } else { 6 });
+            write::uint(o, u64::from(key::CLUSTER_UUID));
+            write::str(o, &rs.to_string());
+            write::uint(o, u64::from(key::INSTANCE_UUID));
+            write::str(o, &req.instance_uuid.to_string());
+            write::uint(o, u64::from(key::VCLOCK));
+            vclock.encode(o);
+            write::uint(o, u64::from(key::SERVER_VERSION));
+            write::uint(o, u64::from(req.server_version));
+            write::uint(o, u64::from(key::REPLICA_ANON));
+            write::bool(o, true);
+            if !req.id_filter.is_empty() {
+                write::uint(o, u64::from(key::ID_FILTER));
+                write::array_len(o, req.id_filter.len() as u32);
+                for id in &req.id_filter {
+                    write::uint(o, u64::from(*id));
+                }
+            }
+        })
+        .await?;
+        let reply = self.recv("SUBSCRIBE", self.opts.connect_limit()).await?;
+        if let Some(e) = reply.server_error() {
+            return Err(classify(e));
+        }
+        let upstream_vclock = vclock_of(&reply.body)?;
+        let replicaset_uuid = uuid_of(&reply.body)?;
+        if let Some(expected) = req.replicaset_uuid
+            && expected != replicaset_uuid
+        {
+            return Err(Error::ReplicasetMismatch {
+                expected,
+                actual: replicaset_uuid,
+            });
+        }
+        if let Some(component) = vclock.first_ahead_of(&upstream_vclock) {
+            return Err(Error::AheadOfUpstream {
+                requested: vclock,
+                upstream: upstream_vclock,
+                component,
+            });
+        }
+        let (rd, wr) = self.stream.into_split();
+        let acker = tokio::spawn(ack_loop(wr, acks, req.timing.ack_interval));
+        Ok(Subscription {
+            rd,
+            buf: self.buf,
+            max_frame: self.opts.frame_limit(),
+            dead_after: req.timing.dead_after(),
+            responder_id: reply.header.replica_id,
+            upstream_vclock,
+            replicaset_uuid,
+            acker,
+        })
+    }
+}
+
+fn classify(e: crate::error::ServerError) -> Error {
+    if e.is_xlog_gap() {
+        Error::XlogGap(e)
+    } else {
+        Error::Server(e)
+    }
+}
+
+fn body_key<'a>(body: &'a [u8], wanted: u8, what: &'static str) -> Result<Reader<'a>> {
+    let e = ProtocolError::decode(what);
+    let mut r = Reader::new(body);
+    for _ in 0..r.read_map_len().map_err(e)? {
+        if r.read_u64().map_err(e)? == u64::from(wanted) {
+            return Ok(r);
+        }
+        r.skip().map_err(e)?;
+    }
+    Err(ProtocolError::Missing(what).into())
+}
+
+fn vclock_of(body: &[u8]) -> Result<Vclock> {
+    let mut r = body_key(body, key::VCLOCK, "VCLOCK")?;
+    Ok(Vclock::decode(&mut r).map_err(ProtocolError::decode("VCLOCK"))?)
+}
+
+fn uuid_of(body: &[u8]) -> Result<Uuid> {
+    let mut r = body_key(body, key::CLUSTER_UUID, "CLUSTER_UUID")?;
+    let s = r
+        .read_str()
+        .map_err(ProtocolError::decode("CLUSTER_UUID"))?;
+    Uuid::parse_str(s).map_err(|_| ProtocolError::Missing("a valid CLUSTER_UUID").into())
+}
+
+/// The rows of a FETCH_SNAPSHOT, then its end vclock.
+#[derive(Debug)]
+pub struct SnapshotStream {
+    client: ReplicationClient,
+    sync: u64,
+    start: Vclock,
+    end: Option<Vclock>,
+}
+
+impl SnapshotStream {
+    /// The read view's vclock: subscribe from here, not from the end vclock.
+    pub fn start_vclock(&self) -> &Vclock {
+        &self.start
+    }
+
+    /// The upstream's vclock when the snapshot ended (after the last row).
+    pub fn end_vclock(&self) -> Option<&Vclock> {
+        self.end.as_ref()
+    }
+
+    /// The next snapshot row (system spaces first), or `None` at the end.
+    pub async fn next_row(&mut self) -> Result<Option<Row>> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let limit = self.client.opts_request_limit();
+        let f = self.client.recv("snapshot row", limit).await?;
+        if let Some(e) = f.server_error() {
+            return Err(Error::Server(e));
+        }
+        if f.header.sync != self.sync {
+            return Err(ProtocolError::UnexpectedType {
+                got: f.header.request_type,
+                during: "reading a snapshot (foreign sync)",
+            }
+            .into());
+        }
+        if f.header.request_type == rt::OK {
+            self.end = Some(vclock_of(&f.body)?);
+            return Ok(None);
+        }
+        Ok(Some(Row::from(f)))
+    }
+
+    /// Gives the connection back once the stream has ended (to SUBSCRIBE on
+    /// the same socket right away: 2.6 keeps no xlogs for us in between).
+    pub fn into_client(self) -> Result<ReplicationClient> {
+        if self.end.is_none() {
+            return Err(ProtocolError::Missing("end of snapshot").into());
+        }
+        Ok(self.client)
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A WAL row.
+    Row(Row),
+    /// A heartbeat: the upstream is idle and alive; `timestamp` is its clock.
+    Heartbeat {
+        /// Upstream time when sent (seconds since the epoch), if present.
+        timestamp: Option<f64>,
+    },
+}
+
+/// A live anonymous subscription. Dropping it stops the acks and closes the
+/// socket.
+#[derive(Debug)]
+pub struct Subscription {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    max_frame: usize,
+    dead_after: Duration,
+    responder_id: u32,
+    upstream_vclock: Vclock,
+    replicaset_uuid: Uuid,
+    acker: JoinHandle<()>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.acker.abort();
+    }
+}
+
+impl Subscription {
+    /// The responding instance's id.
+    pub fn responder_id(&self) -> u32 {
+        self.responder_id
+    }
+
+    /// The upstream's vclock when the subscription was accepted.
+    pub fn upstream_vclock(&self) -> &Vclock {
+        &self.upstream_vclock
+    }
+
+    /// The upstream's replicaset UUID.
+    pub fn replicaset_uuid(&self) -> Uuid {
+        self.replicaset_uuid
+    }
+
+    /// The next row or heartbeat.
+    ///
+    /// Fails with [`Error::UpstreamDead`] when nothing arrives for the dead
+    /// interval *while this call waits*, [`Error::XlogGap`] when the upstream
+    /// lacks the xlogs, [`Error::Server`] for other upstream errors, and
+    /// [`Error::Closed`] when the socket closes.
+    pub async fn next(&mut self) -> Result<Event> {
+        let read = read_frame(&mut self.rd, &mut self.buf, self.max_frame);
+        let f = tokio::time::timeout(self.dead_after, read)
+            .await
+            .map_err(|_| Error::UpstreamDead {
+                silent_for: self.dead_after,
+            })??;
+        if let Some(e) = f.server_error() {
+            return Err(classify(e));
+        }
+        if f.header.request_type == rt::OK {
+            return Ok(Event::Heartbeat {
+                timestamp: f.header.timestamp,
+            });
+        }
+        Ok(Event::Row(Row::from(f)))
+    }
+}
+
+async fn ack_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    acks: watch::Receiver<Vclock>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::with_capacity(256);
+    loop {
+        tick.tick().await;
+        let vclock = acks.borrow().without_local();
+        out.clear();
+        frame::encode_frame(&mut out, rt::OK, 0, |o| {
+            write::map_len(o, 1);
+            write::uint(o, u64::from(key::VCLOCK));
+            vclock.encode(o);
+        });
+        if let Err(e) = wr.write_all(&out).await {
+            tracing::debug!(error = %e, "ack write failed; the reader will see the broken socket");
+            return;
+        }
+    }
+}

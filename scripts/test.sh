@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The one command that runs the whole tcf test suite, on a fresh Debian 12
+# machine with Rust installed (as root or with sudo):
+#
+#   bash scripts/test.sh
+#
+# Steps (each fails fast with a message naming it):
+#   1. installs missing system packages: tarantool, etcd-server,
+#      protobuf-compiler, haproxy (apt-get update, then apt-get install -y);
+#   2. guard: aws-lc-rs must not be in the dependency tree (ring only);
+#   3. cargo fmt --check, cargo clippy -D warnings, cargo build;
+#   4. cargo nextest run (profile `ci` when CI=true, else `default`);
+#      installs cargo-nextest if it is missing;
+#   5. cargo test --doc.
+# It ends with the nextest summary line and a `summary: N passed, N failed` line.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() {
+    printf '\ntest.sh: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust first (rustup)"
+
+# ---- 1. system packages ------------------------------------------------------
+step "system packages"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "not root and no sudo: cannot install packages"
+    SUDO="sudo"
+fi
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+missing=()
+for pkg in tarantool etcd-server protobuf-compiler haproxy; do
+    installed "$pkg" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    $SUDO apt-get update || die "apt-get update"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}" \
+        || die "apt-get install ${missing[*]}"
+else
+    echo "all present"
+fi
+command -v tarantool >/dev/null 2>&1 || die "tarantool is not on PATH after install"
+command -v etcd >/dev/null 2>&1 || die "etcd is not on PATH after install"
+# (sed, not head: with pipefail an early-closing reader would fail the pipe)
+tarantool --version 2>&1 | sed -n 1p
+etcd --version 2>&1 | sed -n 1p
+
+# ---- 2. crypto provider guard -----------------------------------------------
+step "guard: no aws-lc-rs in the dependency tree"
+if tree_out=$(cargo tree -i aws-lc-rs --workspace --target all 2>&1); then
+    echo "$tree_out"
+    die "aws-lc-rs is in the dependency tree (use ring: see the workspace Cargo.toml)"
+elif grep -q "did not match any packages" <<<"$tree_out"; then
+    echo "ok: aws-lc-rs not found"
+else
+    echo "$tree_out"
+    die "cargo tree failed"
+fi
+
+# ---- 3. format, lint, build -----------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all --check || die "formatting (run: cargo fmt --all)"
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings || die "clippy"
+
+step "cargo build"
+cargo build --workspace --all-targets || die "build"
+
+# ---- 4. tests -------------------------------------------------------------------
+if ! cargo nextest --version >/dev/null 2>&1; then
+    step "installing cargo-nextest"
+    cargo install --locked cargo-nextest || die "cargo install cargo-nextest"
+fi
+profile=default
+if [ "${CI:-}" = "true" ]; then
+    profile=ci
+fi
+step "cargo nextest run --workspace --profile $profile"
+nextest_log=$(mktemp)
+trap 'rm -f "$nextest_log"' EXIT
+set +e
+cargo nextest run --workspace --profile "$profile" 2>&1 | tee "$nextest_log"
+nextest_rc=${PIPESTATUS[0]}
+set -e
+summary=$(grep -E '^ *Summary \[' "$nextest_log" | tail -n 1 || true)
+[ "$nextest_rc" -eq 0 ] || die "nextest (exit $nextest_rc): ${summary:-no summary line}"
+
+step "cargo test --doc --workspace"
+doc_log=$(mktemp)
+trap 'rm -f "$nextest_log" "$doc_log"' EXIT
+set +e
+cargo test --doc --workspace 2>&1 | tee "$doc_log"
+doc_rc=${PIPESTATUS[0]}
+set -e
+[ "$doc_rc" -eq 0 ] || die "doc tests (exit $doc_rc)"
+
+# ---- summary --------------------------------------------------------------------
+count() { grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+passed=$(( $(count passed <<<"$summary") + $(grep '^test result:' "$doc_log" | count passed) ))
+failed=$(( $(count failed <<<"$summary") + $(grep '^test result:' "$doc_log" | count failed) ))
+echo
+echo "nextest: $(sed 's/^ *//' <<<"$summary")"
+echo "summary: $passed passed, $failed failed"

@@ -1,0 +1,504 @@
+//! The anonymous-replica side of iproto against a real Tarantool 2.6:
+//! FETCH_SNAPSHOT, SUBSCRIBE, transactions, acks, liveness and WAL gaps.
+
+use std::time::Duration;
+
+use tcf_iproto::{
+    ConnectOptions, DmlKind, Error, Event, ReplicationClient, RowKind, SubscribeRequest,
+    Subscription, Timing, Transaction, TxAssembler, Vclock, ack_channel, consts::errcode, vote,
+};
+use tcf_tests::{
+    Grant, Privileges, Replicaset, Signal, SpaceSpec, Tarantool, TarantoolOptions, UserSpec,
+};
+
+const REPL: &str = "repl";
+const REPL_PASSWORD: &str = "repl-secret";
+/// Deadline for anything that should happen within a few heartbeats.
+const SOON: Duration = Duration::from_secs(30);
+
+fn options(name: &str) -> TarantoolOptions {
+    tcf_tests::init_tracing();
+    TarantoolOptions::new(name)
+        .space(SpaceSpec::new("test"))
+        .space(SpaceSpec::new("loc").local())
+        .space(SpaceSpec::new("stest").sync())
+        // Only `read` on `universe`: all an anonymous replica needs on 2.6.
+        .user(UserSpec::new(REPL, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
+        .replication_timeout(Duration::from_millis(250))
+}
+
+fn repl_opts() -> ConnectOptions {
+    ConnectOptions::new().credentials(REPL, REPL_PASSWORD)
+}
+
+fn fast_timing() -> Timing {
+    // The master drops a replica silent for 4 x replication_timeout (1 s here):
+    // ack well within that.
+    Timing {
+        heartbeat_interval: Duration::from_millis(250),
+        ack_interval: Duration::from_millis(100),
+        ..Timing::default()
+    }
+}
+
+async fn vclock_of(t: &Tarantool) -> Vclock {
+    vote(&t.uri(), &ConnectOptions::new())
+        .await
+        .expect("vote")
+        .vclock
+        .without_local()
+}
+
+async fn space_id(t: &Tarantool, name: &str) -> u32 {
+    let v = t
+        .eval1("return box.space[...].id", &[name.into()])
+        .await
+        .expect("space id");
+    v.as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .expect("numeric space id")
+}
+
+/// Subscribes to `t` from `from`, acking `from` until the caller publishes more.
+async fn subscribe(t: &Tarantool, from: &Vclock) -> (Subscription, tcf_iproto::AckSender) {
+    let client = ReplicationClient::connect(&t.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    let (ack, acks) = ack_channel(from.clone());
+    let req = SubscribeRequest {
+        timing: fast_timing(),
+        ..SubscribeRequest::new(from.clone())
+    };
+    (client.subscribe(&req, acks).await.expect("subscribe"), ack)
+}
+
+/// Reads until a whole transaction arrives (heartbeats are skipped).
+async fn next_tx(sub: &mut Subscription, asm: &mut TxAssembler) -> Transaction {
+    let read = async {
+        loop {
+            match sub.next().await.expect("stream") {
+                Event::Heartbeat { .. } => continue,
+                Event::Row(row) => {
+                    if let Some(tx) = asm.push(row).expect("well-formed stream") {
+                        return tx;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(SOON, read)
+        .await
+        .expect("a transaction within the deadline")
+}
+
+#[tokio::test]
+async fn vote_reports_vclock_and_read_only_state() {
+    let rs = options("vote")
+        .replicas(1)
+        .start_replicaset()
+        .await
+        .expect("replicaset");
+    let master = vote(&rs.master().uri(), &ConnectOptions::new())
+        .await
+        .expect("vote master");
+    let replica = vote(&rs.replicas()[0].uri(), &ConnectOptions::new())
+        .await
+        .expect("vote replica");
+    assert!(!master.is_ro && !master.is_ro_cfg, "{master:?}");
+    assert!(replica.is_ro && replica.is_ro_cfg, "{replica:?}");
+    assert_eq!(
+        master.vclock.without_local(),
+        replica.vclock.without_local()
+    );
+}
+
+#[tokio::test]
+async fn fetch_snapshot_returns_user_rows_then_subscribe_continues() {
+    let master = options("snap").start_single().await.expect("master");
+    master
+        .eval(
+            "for i = 1, 3 do box.space.test:insert{i, 'row-' .. i} end",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let test_id = space_id(&master, "test").await;
+
+    let mut client = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    let rs_uuid = client.replicaset_uuid().await.expect("replicaset uuid");
+    let mut snap = client.fetch_snapshot().await.expect("fetch snapshot");
+    assert_eq!(snap.start_vclock(), &vclock_of(&master).await);
+    let mut user_rows = Vec::new();
+    let mut system_rows = 0;
+    while let Some(row) = snap.next_row().await.expect("snapshot row") {
+        assert_eq!(row.kind(), RowKind::Dml(DmlKind::Insert));
+        let f = row.fields().expect("body");
+        if f.space_id == test_id {
+            let mut raw = &f.tuple.expect("tuple")[..];
+            user_rows.push(rmpv::decode::read_value(&mut raw).expect("tuple"));
+        } else {
+            assert!(f.space_id < 512, "only system rows besides `test`: {f:?}");
+            system_rows += 1;
+        }
+    }
+    assert!(system_rows > 100, "system spaces come first: {system_rows}");
+    user_rows.sort_by_key(|t| t[0].as_u64());
+    let expect: Vec<rmpv::Value> = (1..=3u64)
+        .map(|i| rmpv::Value::Array(vec![i.into(), format!("row-{i}").into()]))
+        .collect();
+    assert_eq!(user_rows, expect);
+    let start = snap.start_vclock().clone();
+    assert!(snap.end_vclock().is_some());
+
+    // SUBSCRIBE on the same socket, from the snapshot's start vclock.
+    let client = snap.into_client().expect("snapshot ended");
+    let (_ack, acks) = ack_channel(start.clone());
+    let req = SubscribeRequest {
+        replicaset_uuid: Some(rs_uuid),
+        timing: fast_timing(),
+        ..SubscribeRequest::new(start.clone())
+    };
+    let mut sub = client.subscribe(&req, acks).await.expect("subscribe");
+    assert_eq!(sub.replicaset_uuid(), rs_uuid);
+    master
+        .eval("box.space.test:insert{4, 'row-4'}", &[])
+        .await
+        .expect("insert");
+    let tx = next_tx(&mut sub, &mut TxAssembler::new(start)).await;
+    assert_eq!(tx.rows.len(), 1);
+    assert_eq!(tx.vclock, vclock_of(&master).await);
+}
+
+#[tokio::test]
+async fn a_multi_row_transaction_arrives_whole_with_its_vclock() {
+    let master = options("tx").start_single().await.expect("master");
+    let test_id = space_id(&master, "test").await;
+    let from = vclock_of(&master).await;
+    let (mut sub, _ack) = subscribe(&master, &from).await;
+    master
+        .eval(
+            "box.begin() box.space.test:insert{1, 'a'} box.space.test:replace{2, 'b'} \
+             box.space.test:update(1, {{'=', 2, 'A'}}) box.commit()",
+            &[],
+        )
+        .await
+        .expect("transaction");
+    let mut asm = TxAssembler::new(from.clone());
+    let tx = next_tx(&mut sub, &mut asm).await;
+    let kinds: Vec<_> = tx.rows.iter().map(|r| r.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            RowKind::Dml(DmlKind::Insert),
+            RowKind::Dml(DmlKind::Replace),
+            RowKind::Dml(DmlKind::Update)
+        ]
+    );
+    assert!(
+        tx.rows
+            .iter()
+            .all(|r| r.fields().expect("body").space_id == test_id)
+    );
+    let master_vclock = vclock_of(&master).await;
+    assert_eq!(tx.vclock, master_vclock);
+    assert_eq!(tx.last_lsn() - tx.tsn, 2);
+    assert_eq!(tx.vclock.signature(), from.signature() + 3);
+    // The update keeps its 1-based INDEX_BASE and raw ops.
+    let upd = tx.rows[2].fields().expect("update body");
+    assert_eq!(upd.index_base, Some(1));
+    assert!(upd.key.is_some() && upd.tuple.is_some());
+}
+
+#[tokio::test]
+async fn a_transaction_ending_in_a_local_row_is_closed_by_a_nop() {
+    let master = options("nop").start_single().await.expect("master");
+    let from = vclock_of(&master).await;
+    let (mut sub, _ack) = subscribe(&master, &from).await;
+    master
+        .eval("box.begin() box.space.test:insert{30, 'x'} box.space.loc:insert{1, 'local'} box.commit()", &[])
+        .await
+        .expect("transaction");
+    master
+        .eval(
+            "box.space.loc:insert{2, 'local only'} box.space.test:insert{31, 'y'}",
+            &[],
+        )
+        .await
+        .expect("more");
+    let mut asm = TxAssembler::new(from);
+    let tx = next_tx(&mut sub, &mut asm).await;
+    let kinds: Vec<_> = tx.rows.iter().map(|r| r.kind()).collect();
+    assert_eq!(kinds, [RowKind::Dml(DmlKind::Insert), RowKind::Nop]);
+    assert_eq!(tx.dml_rows().count(), 1);
+    // The local-only insert is never relayed: the next transaction is insert 31.
+    let next = next_tx(&mut sub, &mut asm).await;
+    assert_eq!(next.rows.len(), 1);
+    assert_eq!(next.vclock, vclock_of(&master).await);
+}
+
+#[tokio::test]
+async fn subscribing_to_a_read_only_replica_keeps_origin_ids() {
+    let rs: Replicaset = options("ro")
+        .replicas(1)
+        .start_replicaset()
+        .await
+        .expect("replicaset");
+    let replica = &rs.replicas()[0];
+    let from = vclock_of(replica).await;
+    let (mut sub, _ack) = subscribe(replica, &from).await;
+    let master_id = rs
+        .master()
+        .eval1("return box.info.id", &[])
+        .await
+        .expect("id")
+        .as_u64();
+    let replica_id = replica
+        .eval1("return box.info.id", &[])
+        .await
+        .expect("id")
+        .as_u64();
+    assert_eq!(Some(u64::from(sub.responder_id())), replica_id);
+    rs.master()
+        .eval("box.begin() box.space.test:insert{500, 'via-ro-1'} box.space.test:insert{501, 'via-ro-2'} box.commit()", &[])
+        .await
+        .expect("write on master");
+    let tx = next_tx(&mut sub, &mut TxAssembler::new(from)).await;
+    assert_eq!(tx.rows.len(), 2);
+    assert_eq!(
+        Some(u64::from(tx.replica_id)),
+        master_id,
+        "rows keep the master as origin"
+    );
+    assert_eq!(
+        tx.vclock,
+        vclock_of(rs.master()).await,
+        "vclocks are portable"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_upstream_ends_the_stream_with_an_error() {
+    let master = options("kill").start_single().await.expect("master");
+    let from = vclock_of(&master).await;
+    let (mut sub, _ack) = subscribe(&master, &from).await;
+    master
+        .eval("box.space.test:insert{1, 'x'}", &[])
+        .await
+        .expect("insert");
+    next_tx(&mut sub, &mut TxAssembler::new(from)).await;
+    master.kill(Signal::SIGKILL).expect("kill -9");
+    let end = tokio::time::timeout(SOON, async {
+        loop {
+            if let Err(e) = sub.next().await {
+                return e;
+            }
+        }
+    });
+    let err = end
+        .await
+        .expect("the stream ends with an error, not a hang");
+    assert!(err.is_connection_error(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_silent_upstream_is_dead_but_a_paused_reader_is_not() {
+    let master = options("alive").start_single().await.expect("master");
+    let from = vclock_of(&master).await;
+    let (mut sub, _ack) = subscribe(&master, &from).await;
+
+    // The consumer stops reading for 8 heartbeat intervals (twice the dead
+    // interval), as backpressure would make it: acks keep flowing on their own
+    // timer, so the master keeps the relay, and no false death is reported.
+    let pause = fast_timing().dead_after() * 2;
+    tokio::time::sleep(pause).await;
+    master
+        .eval("box.space.test:insert{1, 'after the pause'}", &[])
+        .await
+        .expect("insert");
+    let tx = next_tx(&mut sub, &mut TxAssembler::new(from)).await;
+    assert_eq!(tx.rows.len(), 1);
+
+    // A stopped upstream sends nothing: dead after 4 heartbeat intervals of reading.
+    master.kill(Signal::SIGSTOP).expect("SIGSTOP");
+    let err = tokio::time::timeout(SOON, async {
+        loop {
+            if let Err(e) = sub.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("death detected");
+    master.kill(Signal::SIGCONT).expect("SIGCONT");
+    assert!(matches!(err, Error::UpstreamDead { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn acks_carry_only_the_vclock_the_caller_publishes() {
+    // One registered instance and quorum 2: the anonymous ack is the only one
+    // that can complete the quorum (Tarantool < 2.10 counts it).
+    let master = options("acks")
+        .synchro_quorum(2)
+        .synchro_timeout(Duration::from_secs(1))
+        .start_single()
+        .await
+        .expect("master");
+    let from = vclock_of(&master).await;
+    let (mut sub, ack) = subscribe(&master, &from).await;
+
+    // The caller never publishes past `from`: the sync insert cannot be confirmed.
+    let reader = tokio::spawn(async move {
+        let mut asm = TxAssembler::new(from);
+        loop {
+            let tx = next_tx(&mut sub, &mut asm).await;
+            if tx.rows.iter().any(|r| r.kind() == RowKind::Rollback) {
+                return (sub, asm);
+            }
+        }
+    });
+    let err = master
+        .eval("box.space.stest:insert{1, 'not acked'}", &[])
+        .await
+        .expect_err("no quorum");
+    let code = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<Error>())
+        .and_then(Error::server_code);
+    assert_eq!(code, Some(errcode::ER_SYNC_QUORUM_TIMEOUT), "{err:?}");
+    let (mut sub, mut asm) = tokio::time::timeout(SOON, reader)
+        .await
+        .expect("rollback seen")
+        .expect("task");
+
+    // Now the caller publishes what it received: the next sync insert commits.
+    master
+        .eval("box.cfg{replication_synchro_timeout = 30}", &[])
+        .await
+        .expect("cfg");
+    let writer = tokio::spawn({
+        let uri = master.uri();
+        async move {
+            let c = tcf_iproto::Connection::connect(
+                &uri,
+                &ConnectOptions::new()
+                    .credentials(tcf_tests::ADMIN_USER, tcf_tests::ADMIN_PASSWORD),
+            )
+            .await?;
+            c.eval(
+                "box.space.stest:insert{2, 'acked'}",
+                &[][..] as &[rmpv::Value],
+            )
+            .await
+        }
+    });
+    let tx = next_tx(&mut sub, &mut asm).await;
+    assert_eq!(tx.dml_rows().count(), 1);
+    ack.send_replace(tx.vclock.clone());
+    tokio::time::timeout(SOON, writer)
+        .await
+        .expect("confirmed in time")
+        .expect("task")
+        .expect("sync insert");
+    let confirm = next_tx(&mut sub, &mut asm).await;
+    assert_eq!(confirm.rows[0].kind(), RowKind::Confirm);
+    assert_eq!(
+        confirm.rows[0].synchro().expect("confirm body").lsn,
+        tx.last_lsn()
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_ahead_of_the_upstream_or_to_another_replicaset_is_refused() {
+    let master = options("ahead").start_single().await.expect("master");
+    let mut ahead = vclock_of(&master).await;
+    ahead.set(1, 1_000_000);
+    let client = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    let (_ack, acks) = ack_channel(ahead.clone());
+    let err = client
+        .subscribe(&SubscribeRequest::new(ahead), acks)
+        .await
+        .expect_err("ahead");
+    assert!(
+        matches!(err, Error::AheadOfUpstream { component: 1, .. }),
+        "{err:?}"
+    );
+
+    let from = vclock_of(&master).await;
+    let client = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    let (_ack, acks) = ack_channel(from.clone());
+    let req = SubscribeRequest {
+        replicaset_uuid: Some(uuid::Uuid::new_v4()),
+        ..SubscribeRequest::new(from)
+    };
+    let err = client
+        .subscribe(&req, acks)
+        .await
+        .expect_err("foreign replicaset");
+    assert!(matches!(err, Error::ReplicasetMismatch { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_wal_gap_is_its_own_error_kind() {
+    let master = options("gap")
+        .checkpoint_count(1)
+        .start_single()
+        .await
+        .expect("master");
+    let away_at = vclock_of(&master).await;
+    // While the subscriber is away: writes and two checkpoints; with
+    // checkpoint_count = 1 the xlogs holding the rows after `away_at` go.
+    master
+        .eval(
+            "for i = 1, 3 do box.space.test:insert{i} end box.snapshot() \
+             box.space.test:insert{4} box.snapshot()",
+            &[],
+        )
+        .await
+        .expect("writes and checkpoints");
+    let ballot = vote(&master.uri(), &ConnectOptions::new())
+        .await
+        .expect("vote");
+    assert!(
+        !ballot.has_rows_after(&away_at),
+        "gc_vclock {} is past {away_at}",
+        ballot.gc_vclock
+    );
+
+    let client = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    let (_ack, acks) = ack_channel(away_at.clone());
+    let req = SubscribeRequest {
+        timing: fast_timing(),
+        ..SubscribeRequest::new(away_at)
+    };
+    let err = match client.subscribe(&req, acks).await {
+        Err(e) => e,
+        Ok(mut sub) => {
+            // 2.6 answers OK when no xlog is left to scan; the gap surfaces
+            // when the next write creates a new xlog file.
+            master
+                .eval("box.space.test:insert{5}", &[])
+                .await
+                .expect("write");
+            tokio::time::timeout(SOON, async {
+                loop {
+                    match sub.next().await {
+                        Ok(Event::Heartbeat { .. }) => continue,
+                        Ok(Event::Row(row)) => panic!("no row may arrive across a gap: {row:?}"),
+                        Err(e) => return e,
+                    }
+                }
+            })
+            .await
+            .expect("the gap is reported")
+        }
+    };
+    assert!(matches!(err, Error::XlogGap(_)), "{err:?}");
+}

@@ -1,0 +1,1 @@
+//! `tcf-worker`: not built yet; see the project's issues and `docs/`.
