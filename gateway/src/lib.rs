@@ -1,1 +1,120 @@
-//! `tcf-gateway`: not built yet; see the project's issues and `docs/`.
+//! `tcf-gateway`: reads every replicaset of the active (source) cluster as an
+//! anonymous replica and serves its transactions over gRPC with mutual TLS.
+//!
+//! Guarantees (see `docs/gateway.md` and `docs/stream.md`):
+//! * per replicaset, transactions are sent in source commit order, whole,
+//!   and only after they are durable on the source (synchronous ones after
+//!   their CONFIRM; a ROLLBACK drops them);
+//! * acks to the source carry only what the destination reported durably
+//!   committed;
+//! * transactions written by a tcf destination (the progress mark) are never
+//!   shipped, so two-way pairs do not loop;
+//! * what is skipped still moves the processed watermark reported to the
+//!   destination.
+
+mod catalog;
+mod choose;
+mod classify;
+pub mod config;
+mod http;
+mod metrics;
+mod pipeline;
+mod queue;
+mod service;
+mod spool;
+pub mod status;
+mod syncgate;
+mod txbuf;
+mod upstream;
+
+use std::sync::Arc;
+
+pub use catalog::TCF_SPACE_PREFIX;
+pub use config::Config;
+pub use service::{Gateway, Service, StaleTerm};
+use tcf_proto::v1::replication_server::ReplicationServer;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// How long connections may take to close after shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why the gateway stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The gRPC server failed (bind, TLS).
+    #[error("gRPC server on {addr}")]
+    Grpc {
+        /// Listen address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The HTTP server failed.
+    #[error(transparent)]
+    Http(#[from] tcf_common::http::HttpError),
+}
+
+/// Runs the gateway until `shutdown` fires (SIGINT/SIGTERM in the binary).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let mut labels = config.metrics_labels.clone();
+    labels.insert("gateway".into(), config.alias.clone());
+    let handle = tcf_common::metrics::install_prometheus_with_labels(&labels)
+        .map_err(|e| RunError::Metrics(e.to_string()))?;
+    tcf_common::metrics::spawn_upkeep(handle.clone());
+    let config = Arc::new(config);
+    let gw = Arc::new(Gateway::new(Arc::clone(&config)));
+    let http_listener = tcf_common::http::bind(config.http_listen).await?;
+    let router = http::router(Arc::clone(&gw), handle);
+    let http = tokio::spawn(tcf_common::http::serve_listener(
+        http_listener,
+        router,
+        shutdown.clone().cancelled_owned(),
+    ));
+    // Streams are endless: end them first so that the gRPC server can drain.
+    let (gw_stop, stop_signal) = (Arc::clone(&gw), shutdown.clone());
+    tokio::spawn(async move {
+        stop_signal.cancelled().await;
+        let _ = gw_stop.set_running(false, None);
+    });
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server
+            .tls_config(tls.clone())
+            .map_err(|source| RunError::Grpc {
+                addr: config.grpc_listen,
+                source,
+            })?;
+    }
+    info!(
+        alias = %config.alias,
+        cluster = %config.cluster,
+        grpc = %config.grpc_listen,
+        http = %config.http_listen,
+        tls = config.tls.is_some(),
+        "tcf-gateway serving"
+    );
+    let grpc = server
+        .add_service(ReplicationServer::new(Service(Arc::clone(&gw))))
+        .serve_with_shutdown(config.grpc_listen, shutdown.clone().cancelled_owned());
+    // Graceful, but bounded: a peer that keeps its connection open must not
+    // hold the process after the streams have ended.
+    let drain = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = grpc => r.map_err(|source| RunError::Grpc { addr: config.grpc_listen, source }),
+        () = drain => Ok(()),
+    };
+    shutdown.cancel();
+    let _ = gw.set_running(false, None);
+    if let Ok(Err(e)) = http.await {
+        return Err(RunError::Http(e));
+    }
+    result
+}

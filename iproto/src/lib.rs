@@ -35,5 +35,5 @@ pub use replication::{
 };
 pub use request::{Raw, Select, ToMsgpack};
 pub use row::{BodyFields, DmlKind, Row, RowKind, Synchro};
-pub use txn::{Transaction, TxAssembler, TxError};
+pub use txn::{Boundary, Transaction, TxAssembler, TxError, TxTracker};
 pub use vclock::Vclock;

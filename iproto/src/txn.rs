@@ -84,20 +84,35 @@ pub enum TxError {
     Unsigned,
 }
 
-/// Turns a row stream into whole transactions, tracking the vclock.
-#[derive(Debug, Clone, Default)]
-pub struct TxAssembler {
-    vclock: Vclock,
-    open: Option<Transaction>,
+/// Where a row stands in its transaction, as [`TxTracker::track`] judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boundary {
+    /// Origin instance id of the transaction.
+    pub replica_id: u32,
+    /// The transaction's tsn (LSN of its first row).
+    pub tsn: u64,
+    /// The row opens a transaction.
+    pub first: bool,
+    /// The row ends it.
+    pub last: bool,
 }
 
-impl TxAssembler {
+/// Checks the transaction rules and tracks the vclock without storing rows,
+/// for callers that keep rows their own way (spilling large transactions).
+#[derive(Debug, Clone, Default)]
+pub struct TxTracker {
+    vclock: Vclock,
+    open: Option<(u32, u64)>,
+}
+
+impl TxTracker {
     /// Starts from `vclock` (the position the subscription began at).
     pub fn new(vclock: Vclock) -> Self {
         Self { vclock, open: None }
     }
 
-    /// The position after the last row pushed (including an open transaction's rows).
+    /// The position after the last row tracked (including an open
+    /// transaction's rows).
     pub fn vclock(&self) -> &Vclock {
         &self.vclock
     }
@@ -107,17 +122,17 @@ impl TxAssembler {
         self.open.is_some()
     }
 
-    /// Drops a partly received transaction (after a reconnect the stream
-    /// resumes from the last complete transaction) and rewinds to `vclock`.
+    /// Forgets a partly received transaction and rewinds to `vclock`.
     pub fn reset(&mut self, vclock: Vclock) {
         self.vclock = vclock;
         self.open = None;
     }
 
-    /// Adds a row; returns the transaction it completes, if any.
-    ///
-    /// On error the assembler is unchanged and the stream should be dropped.
-    pub fn push(&mut self, row: Row) -> Result<Option<Transaction>, TxError> {
+    /// Accepts the next row: checks that it advances its origin's component
+    /// and belongs to the open transaction (if any), advances the vclock, and
+    /// says where the row stands. On error nothing changes and the stream
+    /// should be dropped.
+    pub fn track(&mut self, row: &Row) -> Result<Boundary, TxError> {
         let (replica_id, lsn) = (row.replica_id(), row.lsn());
         if lsn == 0 {
             return Err(TxError::Unsigned);
@@ -132,50 +147,85 @@ impl TxAssembler {
         }
         let diff = row.header.tsn_diff.unwrap_or(0);
         let tsn = lsn.checked_sub(diff).ok_or(TxError::BadTsn { lsn, diff })?;
-        if let Some(open) = &self.open
-            && (row.header.tsn_diff.is_none() || open.tsn != tsn || open.replica_id != replica_id)
+        if let Some((open_replica, open_tsn)) = self.open
+            && (row.header.tsn_diff.is_none() || open_tsn != tsn || open_replica != replica_id)
         {
             return Err(TxError::Interleaved {
                 replica_id,
                 lsn,
                 tsn,
-                open_tsn: open.tsn,
-                open_replica: open.replica_id,
+                open_tsn,
+                open_replica,
             });
         }
         self.vclock.follow(replica_id, lsn);
-        let commit = row.is_commit();
-        let timestamp = row.header.timestamp;
-        let tx = self.open.get_or_insert_with(|| Transaction {
+        let first = self.open.is_none();
+        let last = row.is_commit();
+        self.open = if last { None } else { Some((replica_id, tsn)) };
+        Ok(Boundary {
             replica_id,
             tsn,
-            rows: Vec::new(),
-            vclock: Vclock::new(),
-            timestamp: None,
-        });
-        tx.rows.push(row);
-        if timestamp.is_some() {
-            tx.timestamp = timestamp;
-        }
-        if !commit {
-            return Ok(None);
-        }
-        let mut tx = self.open.take().unwrap_or_else(unreachable_open);
-        tx.vclock = self.vclock.clone();
-        Ok(Some(tx))
+            first,
+            last,
+        })
     }
 }
 
-#[cold]
-fn unreachable_open() -> Transaction {
-    // `open` was filled just above; an empty transaction would be a logic error
-    // but must not panic in a parser.
-    Transaction {
-        replica_id: 0,
-        tsn: 0,
-        rows: Vec::new(),
-        vclock: Vclock::new(),
-        timestamp: None,
+/// Turns a row stream into whole transactions, tracking the vclock.
+#[derive(Debug, Clone, Default)]
+pub struct TxAssembler {
+    tracker: TxTracker,
+    rows: Vec<Row>,
+    timestamp: Option<f64>,
+}
+
+impl TxAssembler {
+    /// Starts from `vclock` (the position the subscription began at).
+    pub fn new(vclock: Vclock) -> Self {
+        Self {
+            tracker: TxTracker::new(vclock),
+            rows: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// The position after the last row pushed (including an open transaction's rows).
+    pub fn vclock(&self) -> &Vclock {
+        self.tracker.vclock()
+    }
+
+    /// Whether a transaction is partly received.
+    pub fn has_open(&self) -> bool {
+        self.tracker.has_open()
+    }
+
+    /// Drops a partly received transaction (after a reconnect the stream
+    /// resumes from the last complete transaction) and rewinds to `vclock`.
+    pub fn reset(&mut self, vclock: Vclock) {
+        self.tracker.reset(vclock);
+        self.rows.clear();
+        self.timestamp = None;
+    }
+
+    /// Adds a row; returns the transaction it completes, if any.
+    ///
+    /// On error the assembler is unchanged and the stream should be dropped.
+    pub fn push(&mut self, row: Row) -> Result<Option<Transaction>, TxError> {
+        let b = self.tracker.track(&row)?;
+        if row.header.timestamp.is_some() {
+            self.timestamp = row.header.timestamp;
+        }
+        self.rows.push(row);
+        if !b.last {
+            return Ok(None);
+        }
+        Ok(Some(Transaction {
+            replica_id: b.replica_id,
+            tsn: b.tsn,
+            rows: std::mem::take(&mut self.rows),
+            vclock: self.tracker.vclock().clone(),
+            timestamp: self.timestamp.take(),
+        }))
     }
 }
 

@@ -146,6 +146,26 @@ impl fmt::Display for Vclock {
     }
 }
 
+#[cfg(feature = "serde")]
+impl serde::Serialize for Vclock {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Vclock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<u32, u64>::deserialize(d)?;
+        if let Some(id) = map.keys().find(|id| **id >= VCLOCK_MAX) {
+            return Err(serde::de::Error::custom(format!(
+                "vclock component id {id} is too large"
+            )));
+        }
+        Ok(map.into_iter().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -5,8 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::Signal;
 use crate::ports::{PortLease, is_addr_in_use_log};
@@ -197,8 +195,9 @@ impl Etcd {
 
     /// One `GET /health`: `Ok(true)` if the body says `"health":"true"`.
     pub async fn health(&self) -> anyhow::Result<bool> {
-        let body = http_get(self.client.port(), "/health").await?;
-        Ok(body.contains("\"health\":\"true\""))
+        let resp =
+            crate::http::get(&format!("127.0.0.1:{}", self.client.port()), "/health").await?;
+        Ok(resp.body.contains("\"health\":\"true\""))
     }
 
     /// Polls `GET /health` until it reports healthy (fails at once if the
@@ -217,22 +216,4 @@ impl Etcd {
         })
         .await
     }
-}
-
-/// A minimal HTTP/1.1 GET on 127.0.0.1 returning the whole response (head
-/// and body) as text; bounded by a 5 s timeout.
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    let work = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(5), work)
-        .await
-        .with_context(|| format!("GET {path} on port {port} timed out"))?
-        .with_context(|| format!("GET {path} on port {port}"))
 }

@@ -60,6 +60,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod etcd;
+pub mod gateway;
+pub mod http;
 pub mod lua;
 pub mod options;
 pub mod ports;
@@ -68,6 +70,7 @@ pub mod replicaset;
 pub mod schema;
 mod spawn;
 pub mod tarantool;
+pub mod tcf;
 pub mod users;
 pub mod value;
 pub mod vclock;
@@ -81,6 +84,7 @@ pub use process::{KEEP_DIRS_ENV, STOP_GRACE};
 pub use replicaset::Replicaset;
 pub use schema::{Engine, IndexSpec, SpaceSpec};
 pub use tarantool::Tarantool;
+pub use tcf::TcfProcess;
 pub use users::{Grant, Privileges, UserSpec};
 pub use value::{expect_array, first};
 pub use vclock::Vclock;

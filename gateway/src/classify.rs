@@ -1,0 +1,199 @@
+//! What to do with each WAL row: ship it (mapped to a space name), skip it
+//! (and say why), or act on it (catalog changes, synchronous confirmations).
+
+use tcf_iproto::{DmlKind, Row, RowKind, Synchro};
+use tcf_proto::v1;
+
+use crate::catalog::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
+
+/// `_truncate`: a truncate is an UPSERT of `[space_id, count]` into it.
+const TRUNCATE_SPACE: u32 = 330;
+/// System spaces whose rows are schema changes (DDL) rather than access control.
+const DDL_SPACES: [u32; 7] = [272, 280, 284, 285, 288, 296, 340];
+
+/// Why a row is not shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SkipKind {
+    /// NOP, or synchro rows as data.
+    Nop,
+    /// Schema change: logged and counted, applied by operators on both sides.
+    Ddl,
+    /// Users, grants (the fence), cluster membership and other system rows.
+    System,
+    /// Replication-local, temporary or tcf-local spaces.
+    Local,
+}
+
+impl SkipKind {
+    /// Metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Nop => "nop",
+            Self::Ddl => "ddl",
+            Self::System => "system",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// The fate of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RowOutcome {
+    /// A replicated change; `sync` when its space is synchronous.
+    Data { row: v1::Row, sync: bool },
+    /// A write to a global progress space: the whole transaction was applied
+    /// by a tcf destination and must not travel back (loop breaker).
+    Mark,
+    /// Not shipped.
+    Skip(SkipKind),
+    /// Synchronous transactions of `replica_id` up to `lsn` are confirmed.
+    Confirm(Synchro),
+    /// Synchronous transactions of `replica_id` from `lsn` on are rolled back.
+    Rollback(Synchro),
+    /// A new leader keeps everything up to `lsn` and drops the rest.
+    Promote(Synchro),
+}
+
+/// A row that cannot be classified.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClassifyError {
+    /// A user-space row whose space id is unknown (reload the catalog, retry).
+    #[error("row for unknown space id {0}")]
+    UnknownSpace(u32),
+    /// A body or schema row that could not be read.
+    #[error("malformed row: {0}")]
+    Malformed(String),
+    /// `_space` changed in a way that needs the catalog re-read.
+    #[error("space definition changed")]
+    Reload,
+}
+
+/// Classifies `row`, updating `catalog` for `_space`/`_index` rows.
+pub(crate) fn classify(row: &Row, catalog: &mut Catalog) -> Result<RowOutcome, ClassifyError> {
+    let dml = match row.kind() {
+        RowKind::Dml(kind) => kind,
+        RowKind::Nop | RowKind::Demote | RowKind::Other(_) => {
+            return Ok(RowOutcome::Skip(SkipKind::Nop));
+        }
+        RowKind::Confirm => return synchro(row).map(RowOutcome::Confirm),
+        RowKind::Rollback => return synchro(row).map(RowOutcome::Rollback),
+        RowKind::Promote => return synchro(row).map(RowOutcome::Promote),
+    };
+    let f = row
+        .fields()
+        .map_err(|e| ClassifyError::Malformed(e.to_string()))?;
+    if f.space_id >= tcf_iproto::consts::USER_SPACE_MIN {
+        let meta = catalog
+            .get(f.space_id)
+            .ok_or(ClassifyError::UnknownSpace(f.space_id))?;
+        if meta.is_progress_mark() {
+            return Ok(RowOutcome::Mark);
+        }
+        if !meta.is_replicated() {
+            return Ok(RowOutcome::Skip(SkipKind::Local));
+        }
+        let row = v1::Row {
+            op: op(dml) as i32,
+            space: meta.name.clone(),
+            index_id: f.index_id,
+            index_base: f.index_base,
+            key: f.key.unwrap_or_default(),
+            tuple: f.tuple.unwrap_or_default(),
+            ops: f.ops.unwrap_or_default(),
+        };
+        return Ok(RowOutcome::Data {
+            row,
+            sync: meta.is_sync,
+        });
+    }
+    match f.space_id {
+        TRUNCATE_SPACE => truncate(dml, f.tuple.as_ref(), catalog),
+        SPACE_SPACE => {
+            match (
+                dml,
+                f.tuple.as_ref().and_then(decode),
+                f.key.as_ref().and_then(decode),
+            ) {
+                (DmlKind::Insert | DmlKind::Replace, Some(t), _) => {
+                    catalog
+                        .apply_space_tuple(&t)
+                        .map_err(|e| ClassifyError::Malformed(e.to_string()))?
+                }
+                (DmlKind::Delete, _, Some(k)) => {
+                    let id = k
+                        .as_array()
+                        .and_then(|k| k.first())
+                        .and_then(rmpv::Value::as_u64);
+                    if let Some(id) = id.and_then(|id| u32::try_from(id).ok()) {
+                        catalog.remove(id);
+                    }
+                }
+                _ => return Err(ClassifyError::Reload),
+            }
+            Ok(RowOutcome::Skip(SkipKind::Ddl))
+        }
+        INDEX_SPACE => {
+            if let (DmlKind::Insert | DmlKind::Replace, Some(t)) =
+                (dml, f.tuple.as_ref().and_then(decode))
+            {
+                catalog
+                    .apply_index_tuple(&t)
+                    .map_err(|e| ClassifyError::Malformed(e.to_string()))?;
+            }
+            Ok(RowOutcome::Skip(SkipKind::Ddl))
+        }
+        id if DDL_SPACES.contains(&id) => Ok(RowOutcome::Skip(SkipKind::Ddl)),
+        _ => Ok(RowOutcome::Skip(SkipKind::System)),
+    }
+}
+
+/// `UPSERT _truncate [space_id, n]` (or INSERT/REPLACE) truncates a space.
+fn truncate(
+    dml: DmlKind,
+    tuple: Option<&bytes::Bytes>,
+    catalog: &Catalog,
+) -> Result<RowOutcome, ClassifyError> {
+    if !matches!(dml, DmlKind::Upsert | DmlKind::Insert | DmlKind::Replace) {
+        return Ok(RowOutcome::Skip(SkipKind::Ddl));
+    }
+    let id = tuple
+        .and_then(decode)
+        .and_then(|t| {
+            t.as_array()
+                .and_then(|a| a.first())
+                .and_then(rmpv::Value::as_u64)
+        })
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| ClassifyError::Malformed("_truncate row without a space id".into()))?;
+    if id < tcf_iproto::consts::USER_SPACE_MIN {
+        return Ok(RowOutcome::Skip(SkipKind::System));
+    }
+    let meta = catalog.get(id).ok_or(ClassifyError::UnknownSpace(id))?;
+    if !meta.is_replicated() {
+        return Ok(RowOutcome::Skip(SkipKind::Local));
+    }
+    let row = v1::Row {
+        op: v1::Op::Truncate as i32,
+        space: meta.name.clone(),
+        ..v1::Row::default()
+    };
+    Ok(RowOutcome::Data {
+        row,
+        sync: meta.is_sync,
+    })
+}
+
+fn synchro(row: &Row) -> Result<Synchro, ClassifyError> {
+    row.synchro()
+        .map_err(|e| ClassifyError::Malformed(e.to_string()))
+}
+
+fn op(kind: DmlKind) -> v1::Op {
+    match kind {
+        DmlKind::Insert => v1::Op::Insert,
+        DmlKind::Replace => v1::Op::Replace,
+        DmlKind::Update => v1::Op::Update,
+        DmlKind::Delete => v1::Op::Delete,
+        DmlKind::Upsert => v1::Op::Upsert,
+    }
+}

@@ -1,0 +1,108 @@
+//! The gateway's HTTP API: status, start/stop, metrics.
+//!
+//! | method path | role | answer |
+//! | --- | --- | --- |
+//! | `GET /api/v1/status` | `info` | JSON: per replicaset instance, state, vclocks, lag |
+//! | `POST /api/v1/start` | `toggle` | starts serving streams; body `{"term": N}` optional |
+//! | `POST /api/v1/stop` | `toggle` | ends every stream and refuses new ones |
+//! | `GET /metrics` | none | Prometheus text |
+//!
+//! A start/stop whose `term` is older than the newest term seen is refused
+//! with 409.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use tcf_common::auth::{Role, check};
+
+use crate::service::Gateway;
+
+#[derive(Clone)]
+struct Ctx {
+    gw: Arc<Gateway>,
+    metrics: PrometheusHandle,
+}
+
+/// The router of the HTTP API.
+pub(crate) fn router(gw: Arc<Gateway>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/start", post(start))
+        .route("/api/v1/stop", post(stop))
+        .route("/metrics", get(metrics_text))
+        .with_state(Ctx { gw, metrics })
+}
+
+async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.gw.config.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    let (stopped, term) = ctx.gw.control_state();
+    let cfg = &ctx.gw.config;
+    Json(json!({
+        "gateway": cfg.alias,
+        "cluster": cfg.cluster,
+        "running": !stopped,
+        "term": term,
+        "replicasets": ctx.gw.status.snapshot(),
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    term: Option<u64>,
+}
+
+fn parse_command(body: &[u8]) -> Result<Command, serde_json::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Command::default());
+    }
+    serde_json::from_slice(body)
+}
+
+fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
+    if let Err(e) = check(&ctx.gw.config.tokens, headers, Role::Toggle) {
+        return e.into_response();
+    }
+    let cmd = match parse_command(body) {
+        Ok(c) => c,
+        Err(e) => {
+            let error = json!({ "error": format!("bad body: {e}") });
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        }
+    };
+    match ctx.gw.set_running(run, cmd.term) {
+        Ok(()) => {
+            let (stopped, term) = ctx.gw.control_state();
+            Json(json!({ "running": !stopped, "term": term })).into_response()
+        }
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn start(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    set_running(&ctx, &headers, &body, true)
+}
+
+async fn stop(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    set_running(&ctx, &headers, &body, false)
+}
+
+async fn metrics_text(State(ctx): State<Ctx>) -> Response {
+    tcf_common::metrics::render(&ctx.metrics)
+}

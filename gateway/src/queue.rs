@@ -1,0 +1,131 @@
+//! The bounded queue between a replicaset's source reader and its sender.
+//!
+//! Bounded in items and in bytes: when the destination is slow the sender
+//! stops taking items, the reader blocks on `send`, stops reading the source
+//! socket, and the source's relay waits. Memory stays flat.
+
+use std::sync::Arc;
+
+use tcf_iproto::Vclock;
+use tcf_proto::v1;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::{spool::Spool, txbuf::ReadyTx};
+
+/// What the reader hands to the sender, in stream order.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// The stream is set up (sent once, first).
+    Started(v1::Started),
+    /// An initial load to ship from its spool file.
+    Snapshot {
+        spool: Spool,
+        truncate: bool,
+        source_uuid: String,
+    },
+    /// A transaction to ship.
+    Tx(ReadyTx),
+    /// The source is idle; everything up to `processed` is shipped or skipped.
+    Heartbeat { processed: Vclock, source_time: f64 },
+    /// The stream ends with this error.
+    Error(v1::StreamError),
+}
+
+impl Item {
+    fn bytes(&self) -> usize {
+        match self {
+            Item::Tx(tx) => tx.mem_bytes,
+            _ => 64,
+        }
+    }
+}
+
+/// The reader's end.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueTx {
+    tx: mpsc::Sender<(Item, OwnedSemaphorePermit)>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+/// The sender's end.
+#[derive(Debug)]
+pub(crate) struct QueueRx {
+    rx: mpsc::Receiver<(Item, OwnedSemaphorePermit)>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+/// The queue is closed: the stream ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the stream to the destination ended")]
+pub(crate) struct Closed;
+
+/// A queue of at most `max_items` items and about `max_bytes` bytes (an item
+/// larger than the bound is admitted alone).
+pub(crate) fn queue(max_items: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
+    let (tx, rx) = mpsc::channel(max_items.max(1));
+    let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
+    let bytes = Arc::new(Semaphore::new(max_bytes));
+    (
+        QueueTx {
+            tx,
+            bytes: Arc::clone(&bytes),
+            max_bytes,
+        },
+        QueueRx {
+            rx,
+            bytes,
+            max_bytes,
+        },
+    )
+}
+
+impl QueueTx {
+    /// Waits for room, then queues `item`.
+    pub(crate) async fn send(&self, item: Item) -> Result<(), Closed> {
+        let n = item.bytes().clamp(1, self.max_bytes) as u32;
+        let permit = Arc::clone(&self.bytes)
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| Closed)?;
+        self.tx.send((item, permit)).await.map_err(|_| Closed)
+    }
+
+    /// Queues `item` only if there is room now (heartbeats: a full queue
+    /// already tells the destination the source is busy).
+    pub(crate) fn try_send(&self, item: Item) -> Result<bool, Closed> {
+        let n = item.bytes().clamp(1, self.max_bytes) as u32;
+        let Ok(permit) = Arc::clone(&self.bytes).try_acquire_many_owned(n) else {
+            return Ok(false);
+        };
+        match self.tx.try_send((item, permit)) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
+    /// Whether the sender is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl QueueRx {
+    /// The next item, waiting for one; `None` when the reader is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Item> {
+        self.rx.recv().await.map(|(item, _permit)| item)
+    }
+
+    /// The next item if one is ready.
+    pub(crate) fn try_recv(&mut self) -> Option<Item> {
+        self.rx.try_recv().ok().map(|(item, _permit)| item)
+    }
+
+    /// Bytes waiting.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.max_bytes
+            .saturating_sub(self.bytes.available_permits())
+    }
+}

@@ -1,0 +1,274 @@
+//! Transactions on their way from the source to the destination.
+//!
+//! An open transaction collects its shipped rows in memory; once it grows
+//! past the memory bound the rows go to a spill file, so one huge
+//! transaction never raises the gateway's memory. A finished transaction is
+//! shipped whole: in one `Transaction` message, or (spilled or large) in
+//! consecutive pieces marked `partial`, which the destination applies as one.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, BufWriter, Seek, SeekFrom, Write},
+    path::Path,
+    time::Instant,
+};
+
+use prost::Message;
+use tcf_iproto::Vclock;
+use tcf_proto::v1;
+
+/// Rough in-memory size of a row (payload plus bookkeeping).
+pub(crate) fn row_size(row: &v1::Row) -> usize {
+    row.key.len() + row.tuple.len() + row.ops.len() + row.space.len() + 48
+}
+
+/// A transaction's rows: in memory or spilled to a file.
+#[derive(Debug)]
+pub(crate) enum TxRows {
+    Memory(Vec<v1::Row>),
+    Spilled(File),
+}
+
+/// A complete transaction to ship.
+#[derive(Debug)]
+pub(crate) struct ReadyTx {
+    pub(crate) origin: u32,
+    pub(crate) tsn: u64,
+    pub(crate) last_lsn: u64,
+    /// Position after it (covers skipped rows before it).
+    pub(crate) vclock: Vclock,
+    pub(crate) timestamp: f64,
+    /// Touches a synchronous space: shipped only after its CONFIRM.
+    pub(crate) sync: bool,
+    pub(crate) rows: TxRows,
+    pub(crate) row_count: usize,
+    /// Estimated memory held (0 once spilled).
+    pub(crate) mem_bytes: usize,
+    /// When the gateway received its first row (lag is measured from here).
+    pub(crate) received_at: Instant,
+}
+
+impl ReadyTx {
+    /// Splits the transaction into `Transaction` messages of at most
+    /// `max_bytes` each (at least one row per piece); every piece but the last
+    /// is `partial`, only the last carries the vclock.
+    pub(crate) fn into_pieces(self, max_bytes: usize) -> io::Result<Vec<v1::Transaction>> {
+        let rows = match self.rows {
+            TxRows::Memory(rows) => rows,
+            TxRows::Spilled(file) => read_spill(file)?,
+        };
+        let mut pieces = Vec::new();
+        let mut current = Vec::new();
+        let mut size = 0;
+        for row in rows {
+            let s = row_size(&row);
+            if !current.is_empty() && size + s > max_bytes {
+                pieces.push(std::mem::take(&mut current));
+                size = 0;
+            }
+            size += s;
+            current.push(row);
+        }
+        pieces.push(current);
+        let n = pieces.len();
+        Ok(pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, rows)| {
+                let last = i + 1 == n;
+                v1::Transaction {
+                    origin: self.origin,
+                    tsn: self.tsn,
+                    vclock: last.then(|| (&self.vclock).into()),
+                    timestamp: self.timestamp,
+                    rows,
+                    partial: !last,
+                }
+            })
+            .collect())
+    }
+}
+
+fn read_spill(mut file: File) -> io::Result<Vec<v1::Row>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut data = Vec::new();
+    io::Read::read_to_end(&mut BufReader::new(file), &mut data)?;
+    let mut buf = &data[..];
+    let mut rows = Vec::new();
+    while !buf.is_empty() {
+        rows.push(v1::Row::decode_length_delimited(&mut buf).map_err(io::Error::other)?);
+    }
+    Ok(rows)
+}
+
+/// A transaction being received.
+#[derive(Debug)]
+pub(crate) struct OpenTx {
+    origin: u32,
+    tsn: u64,
+    received_at: Instant,
+    rows: Vec<v1::Row>,
+    mem_bytes: usize,
+    spill: Option<BufWriter<File>>,
+    row_count: usize,
+    marked: bool,
+    sync: bool,
+    timestamp: f64,
+}
+
+/// How a finished transaction leaves the reader.
+#[derive(Debug)]
+pub(crate) enum Finished {
+    /// Nothing to ship (only skipped rows, or marked by a destination).
+    SkipOnly { marked: bool },
+    /// Rows to ship.
+    Ready(ReadyTx),
+}
+
+impl OpenTx {
+    /// A transaction whose first row just arrived.
+    pub(crate) fn new(origin: u32, tsn: u64) -> Self {
+        Self {
+            origin,
+            tsn,
+            received_at: Instant::now(),
+            rows: Vec::new(),
+            mem_bytes: 0,
+            spill: None,
+            row_count: 0,
+            marked: false,
+            sync: false,
+            timestamp: 0.0,
+        }
+    }
+
+    /// Records the source commit time carried by a row.
+    pub(crate) fn timestamp(&mut self, ts: Option<f64>) {
+        if let Some(ts) = ts {
+            self.timestamp = ts;
+        }
+    }
+
+    /// The transaction writes a global progress space: drop everything.
+    pub(crate) fn mark(&mut self) {
+        self.marked = true;
+        self.rows = Vec::new();
+        self.spill = None;
+        self.mem_bytes = 0;
+    }
+
+    /// Memory held by rows not yet spilled.
+    #[cfg(test)]
+    pub(crate) fn mem_bytes(&self) -> usize {
+        self.mem_bytes
+    }
+
+    /// Adds a shipped row, spilling to `spill_dir` past `max_memory` bytes.
+    pub(crate) fn push(
+        &mut self,
+        row: v1::Row,
+        sync: bool,
+        max_memory: usize,
+        spill_dir: &Path,
+    ) -> io::Result<()> {
+        if self.marked {
+            return Ok(());
+        }
+        self.sync |= sync;
+        self.row_count += 1;
+        if let Some(w) = &mut self.spill {
+            return w.write_all(&row.encode_length_delimited_to_vec());
+        }
+        self.mem_bytes += row_size(&row);
+        self.rows.push(row);
+        if self.mem_bytes > max_memory {
+            let mut w = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(spill_dir)?);
+            for r in self.rows.drain(..) {
+                w.write_all(&r.encode_length_delimited_to_vec())?;
+            }
+            self.rows = Vec::new();
+            self.mem_bytes = 0;
+            self.spill = Some(w);
+        }
+        Ok(())
+    }
+
+    /// Closes the transaction at `vclock` (the position after its last row).
+    pub(crate) fn finish(self, vclock: Vclock, last_lsn: u64) -> io::Result<Finished> {
+        if self.marked || self.row_count == 0 {
+            return Ok(Finished::SkipOnly {
+                marked: self.marked,
+            });
+        }
+        let rows = match self.spill {
+            Some(w) => TxRows::Spilled(w.into_inner().map_err(|e| e.into_error())?),
+            None => TxRows::Memory(self.rows),
+        };
+        Ok(Finished::Ready(ReadyTx {
+            origin: self.origin,
+            tsn: self.tsn,
+            last_lsn,
+            vclock,
+            timestamp: self.timestamp,
+            sync: self.sync,
+            rows,
+            row_count: self.row_count,
+            mem_bytes: self.mem_bytes,
+            received_at: self.received_at,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u64) -> v1::Row {
+        v1::Row {
+            op: v1::Op::Replace as i32,
+            space: "test".into(),
+            tuple: bytes::Bytes::from(vec![0x91, (i % 100) as u8]),
+            ..v1::Row::default()
+        }
+    }
+
+    #[test]
+    fn a_large_transaction_spills_and_comes_back_whole_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tx = OpenTx::new(1, 10);
+        for i in 0..1000 {
+            tx.push(row(i), false, 4096, dir.path()).unwrap();
+        }
+        assert_eq!(tx.mem_bytes(), 0, "spilled");
+        let vclock: Vclock = [(1, 1009)].into_iter().collect();
+        let Finished::Ready(ready) = tx.finish(vclock.clone(), 1009).unwrap() else {
+            panic!()
+        };
+        assert_eq!(ready.row_count, 1000);
+        let pieces = ready.into_pieces(10_000).unwrap();
+        assert!(pieces.len() > 1);
+        assert!(
+            pieces[..pieces.len() - 1]
+                .iter()
+                .all(|p| p.partial && p.vclock.is_none())
+        );
+        let last = pieces.last().unwrap();
+        assert!(!last.partial);
+        assert_eq!(Vclock::from(last.vclock.clone().unwrap()), vclock);
+        let rows: Vec<_> = pieces.into_iter().flat_map(|p| p.rows).collect();
+        assert_eq!(rows, (0..1000).map(row).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_marked_transaction_ships_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tx = OpenTx::new(1, 10);
+        tx.push(row(1), false, 4096, dir.path()).unwrap();
+        tx.mark();
+        tx.push(row(2), false, 4096, dir.path()).unwrap();
+        assert!(matches!(
+            tx.finish(Vclock::new(), 12).unwrap(),
+            Finished::SkipOnly { marked: true }
+        ));
+    }
+}

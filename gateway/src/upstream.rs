@@ -1,0 +1,632 @@
+//! Reading one source replicaset as an anonymous replica.
+//!
+//! The reader resolves the start (a position, an initial load or the current
+//! position), picks an instance (see `choose`), subscribes, turns rows into
+//! transactions, classifies them, holds synchronous ones until CONFIRM, and
+//! queues what ships. After any failure it picks an instance again (another
+//! one first) and resumes from the processed watermark: vclocks are portable
+//! between the instances of a replicaset, and the pending buffer is dropped.
+//! Acks to the source carry only what the destination reported durably
+//! committed (`committed`), never what was merely received.
+
+use std::{path::PathBuf, time::Duration};
+
+use tcf_iproto::{
+    ConnectOptions, Connection, Error as IprotoError, Event, ReplicationClient, Row,
+    SubscribeRequest, Subscription, Timing, TxTracker, Vclock,
+};
+use tcf_proto::v1::{self, ErrorKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::{
+    catalog::Catalog,
+    choose::{Choice, ballots, choose},
+    classify::{ClassifyError, RowOutcome, SkipKind, classify},
+    config::OnWalGap,
+    metrics as m,
+    queue::{Closed, Item, QueueTx},
+    spool,
+    status::{State, StatusCell},
+    syncgate::SyncGate,
+    txbuf::{Finished, OpenTx},
+};
+
+/// Where a stream starts.
+#[derive(Debug, Clone)]
+pub(crate) enum Start {
+    /// After this position.
+    After(Vclock),
+    /// Initial load (truncating the target's spaces first when asked).
+    InitialLoad { truncate: bool },
+    /// After the source's current position.
+    Current,
+}
+
+/// How to read one replicaset.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) cluster: String,
+    pub(crate) replicaset: String,
+    pub(crate) instances: Vec<String>,
+    pub(crate) connect: ConnectOptions,
+    pub(crate) timing: Timing,
+    pub(crate) diverged_timeout: Duration,
+    pub(crate) max_tx_memory: usize,
+    pub(crate) spool_dir: PathBuf,
+    pub(crate) on_wal_gap: OnWalGap,
+}
+
+/// What the destination told about itself in `Open`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Expect {
+    /// The source replicaset UUID stored with the position.
+    pub(crate) source_uuid: Option<Uuid>,
+    /// The target replicaset's UUID (must differ from the source's).
+    pub(crate) target_uuid: Option<Uuid>,
+}
+
+/// An error that ends the stream.
+#[derive(Debug)]
+pub(crate) struct Fatal {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+}
+
+impl Fatal {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why one connection to an instance ended.
+enum Stop {
+    /// Try again (another instance first), from the processed watermark.
+    Retry(String),
+    /// The source has no rows for the position.
+    Gap(String),
+    /// End the stream.
+    Fatal(Fatal),
+    /// The destination is gone.
+    Closed,
+}
+
+impl From<Closed> for Stop {
+    fn from(_: Closed) -> Self {
+        Stop::Closed
+    }
+}
+
+/// The reader of one stream.
+pub(crate) struct Reader {
+    src: Source,
+    out: QueueTx,
+    committed: watch::Receiver<Vclock>,
+    status: StatusCell,
+    expect: Expect,
+    /// The source replicaset UUID once seen.
+    uuid: Option<Uuid>,
+    started: bool,
+    gate: SyncGate,
+    catalog: Catalog,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        src: Source,
+        out: QueueTx,
+        committed: watch::Receiver<Vclock>,
+        status: StatusCell,
+        expect: Expect,
+    ) -> Self {
+        Self {
+            src,
+            out,
+            committed,
+            status,
+            uuid: expect.source_uuid,
+            expect,
+            started: false,
+            gate: SyncGate::new(Vclock::new()),
+            catalog: Catalog::default(),
+        }
+    }
+
+    /// Runs until the destination goes away or a fatal error; a fatal error
+    /// is queued for the destination before returning it.
+    pub(crate) async fn run(mut self, start: Start) -> Result<(), Fatal> {
+        match self.run_inner(start).await {
+            Ok(()) | Err(Stop::Closed) => Ok(()),
+            Err(Stop::Fatal(f)) => {
+                let state = match f.kind {
+                    ErrorKind::WalGap => State::Gapped,
+                    ErrorKind::Diverged => State::Diverged,
+                    ErrorKind::Stopped => State::Stopped,
+                    _ => State::Failed,
+                };
+                error!(replicaset = %self.src.replicaset, kind = ?f.kind, "{}", f.message);
+                self.set_state(state, Some(f.message.clone()));
+                metrics::counter!(m::ERRORS, m::REPLICASET => self.src.replicaset.clone(), m::KIND => kind_label(f.kind)).increment(1);
+                let err = v1::StreamError {
+                    kind: f.kind as i32,
+                    message: f.message.clone(),
+                };
+                let _ = self.out.send(Item::Error(err)).await;
+                Err(f)
+            }
+            Err(Stop::Retry(msg) | Stop::Gap(msg)) => Err(Fatal::new(ErrorKind::Internal, msg)),
+        }
+    }
+
+    async fn run_inner(&mut self, start: Start) -> Result<(), Stop> {
+        let mut position = match start {
+            Start::After(v) => v.without_local(),
+            Start::Current => self.resolve_current().await?,
+            Start::InitialLoad { truncate } => return self.initial_load(truncate).await,
+        };
+        self.stream_from(&mut position, None).await
+    }
+
+    /// Streams after `position` forever, failing over between instances;
+    /// `first` is a client already subscribed-ready (after an initial load).
+    async fn stream_from(
+        &mut self,
+        position: &mut Vclock,
+        mut first: Option<(String, ReplicationClient)>,
+    ) -> Result<(), Stop> {
+        let mut avoid: Option<String> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut ahead_since: Option<tokio::time::Instant> = None;
+        loop {
+            if self.out.is_closed() {
+                return Err(Stop::Closed);
+            }
+            self.gate = SyncGate::new(position.clone());
+            let result = match first.take() {
+                Some((uri, client)) => self.subscribe_and_read(&uri, client, position).await,
+                None => match self.pick(Some(position), avoid.as_deref()).await {
+                    Ok(uri) => {
+                        ahead_since = None;
+                        match ReplicationClient::connect(&uri, &self.src.connect).await {
+                            Ok(client) => self.subscribe_and_read(&uri, client, position).await,
+                            Err(e) => Err((uri, Stop::Retry(format!("connect: {e}")))),
+                        }
+                    }
+                    Err(Stop::Retry(msg)) if msg.starts_with(AHEAD) => {
+                        let since = *ahead_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= self.src.diverged_timeout {
+                            return Err(Stop::Fatal(Fatal::new(
+                                ErrorKind::Diverged,
+                                format!(
+                                    "replicaset {}: position {position} is ahead of every source instance for {:?} ({msg}); rows may have been lost in a source master switch",
+                                    self.src.replicaset, self.src.diverged_timeout
+                                ),
+                            )));
+                        }
+                        Err((String::new(), Stop::Retry(msg)))
+                    }
+                    Err(stop) => Err((String::new(), stop)),
+                },
+            };
+            // Whatever ended this connection: resume from the watermark.
+            *position = self.gate.processed().clone();
+            self.gate.clear();
+            let (uri, stop) = match result {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match stop {
+                Stop::Closed => return Err(Stop::Closed),
+                Stop::Fatal(f) => return Err(Stop::Fatal(f)),
+                Stop::Gap(msg) => match self.src.on_wal_gap {
+                    OnWalGap::Stop => {
+                        return Err(Stop::Fatal(Fatal::new(
+                            ErrorKind::WalGap,
+                            format!(
+                                "replicaset {}: WAL gap: {msg}; no listed instance still has the rows after {position} (on_wal_gap: stop; re-sync with an initial load that truncates the target)",
+                                self.src.replicaset
+                            ),
+                        )));
+                    }
+                    OnWalGap::Resync => {
+                        error!(replicaset = %self.src.replicaset, %position, "WAL gap: {msg}; re-syncing by initial load (on_wal_gap: resync)");
+                        metrics::counter!(m::ERRORS, m::REPLICASET => self.src.replicaset.clone(), m::KIND => "wal_gap").increment(1);
+                        return self.initial_load(true).await;
+                    }
+                },
+                Stop::Retry(msg) => {
+                    warn!(replicaset = %self.src.replicaset, instance = %uri, %position, "source connection ended: {msg}; retrying");
+                    self.status.lock().last_error = Some(msg.clone());
+                    self.set_state(State::Connecting, None);
+                    metrics::counter!(m::RECONNECTS, m::REPLICASET => self.src.replicaset.clone())
+                        .increment(1);
+                    if !uri.is_empty() {
+                        avoid = Some(uri);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Chooses an instance for `position`.
+    async fn pick(
+        &mut self,
+        position: Option<&Vclock>,
+        avoid: Option<&str>,
+    ) -> Result<String, Stop> {
+        self.set_state(State::Connecting, None);
+        let ballots = ballots(
+            &self.src.instances,
+            &self.src.connect,
+            vote_limit(&self.src),
+        )
+        .await;
+        match choose(&ballots, position, avoid) {
+            Choice::Use { uri, ballot } => {
+                if let Some(p) = position {
+                    let headroom =
+                        p.signature() as i64 - ballot.gc_vclock.without_local().signature() as i64;
+                    self.status.lock().xlog_headroom_rows = Some(headroom);
+                }
+                Ok(uri)
+            }
+            Choice::Unreachable(msg) => Err(Stop::Retry(msg)),
+            Choice::Gap { oldest_kept } => Err(Stop::Gap(format!(
+                "the oldest rows kept start after {oldest_kept}"
+            ))),
+            Choice::Ahead { newest } => Err(Stop::Retry(format!(
+                "{AHEAD} (newest source vclock {newest})"
+            ))),
+        }
+    }
+
+    /// Resolves the source's current position once.
+    async fn resolve_current(&mut self) -> Result<Vclock, Stop> {
+        loop {
+            let ballots = ballots(
+                &self.src.instances,
+                &self.src.connect,
+                vote_limit(&self.src),
+            )
+            .await;
+            if ballots.iter().any(|(_, b)| b.is_some()) {
+                let v = crate::choose::newest(&ballots);
+                info!(replicaset = %self.src.replicaset, position = %v, "resolved the source's current position");
+                return Ok(v);
+            }
+            if self.out.is_closed() {
+                return Err(Stop::Closed);
+            }
+            warn!(replicaset = %self.src.replicaset, "no source instance answers; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// FETCH_SNAPSHOT into a spool, queue it, then stream after its start.
+    async fn initial_load(&mut self, truncate: bool) -> Result<(), Stop> {
+        let mut avoid = None;
+        loop {
+            let uri = match self.pick(None, avoid.as_deref()).await {
+                Ok(uri) => uri,
+                Err(Stop::Retry(msg)) => {
+                    warn!(replicaset = %self.src.replicaset, "initial load: {msg}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            self.set_state(State::Loading, None);
+            match self.load_from(&uri, truncate).await {
+                Ok((mut position, client)) => {
+                    return Box::pin(self.stream_from(&mut position, Some((uri, client)))).await;
+                }
+                Err(Stop::Retry(msg)) => {
+                    warn!(replicaset = %self.src.replicaset, instance = %uri, "initial load failed: {msg}; starting over");
+                    self.status.lock().last_error = Some(msg);
+                    avoid = Some(uri);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn load_from(
+        &mut self,
+        uri: &str,
+        truncate: bool,
+    ) -> Result<(Vclock, ReplicationClient), Stop> {
+        let retry = |what: &str, e: &dyn std::fmt::Display| Stop::Retry(format!("{what}: {e}"));
+        let mut client = ReplicationClient::connect(uri, &self.src.connect)
+            .await
+            .map_err(|e| retry("connect", &e))?;
+        let uuid = client
+            .replicaset_uuid()
+            .await
+            .map_err(|e| retry("replicaset uuid", &e))?;
+        self.check_uuid(uuid)?;
+        info!(replicaset = %self.src.replicaset, instance = %uri, "initial load: fetching the snapshot");
+        let (spool, client, catalog) = spool::fetch(client, &self.src.spool_dir)
+            .await
+            .map_err(|e| retry("snapshot", &e))?;
+        metrics::counter!(m::SNAPSHOT_ROWS, m::REPLICASET => self.src.replicaset.clone())
+            .increment(spool.rows);
+        info!(replicaset = %self.src.replicaset, rows = spool.rows, start = %spool.start, "initial load spooled");
+        self.catalog = catalog;
+        let start = spool.start.without_local();
+        self.send_started(uri, &start).await?;
+        self.out
+            .send(Item::Snapshot {
+                spool,
+                truncate,
+                source_uuid: uuid.to_string(),
+            })
+            .await?;
+        Ok((start, client))
+    }
+
+    fn check_uuid(&mut self, uuid: Uuid) -> Result<(), Stop> {
+        if self.expect.target_uuid == Some(uuid) {
+            return Err(Stop::Fatal(Fatal::new(
+                ErrorKind::SourceMismatch,
+                format!(
+                    "replicaset {}: the target replicaset {uuid} is the source itself",
+                    self.src.replicaset
+                ),
+            )));
+        }
+        match self.uuid {
+            Some(known) if known != uuid => Err(Stop::Fatal(Fatal::new(
+                ErrorKind::SourceMismatch,
+                format!(
+                    "replicaset {}: source replicaset uuid is {uuid}, expected {known} (a swapped label, a rebuilt source or an instance of another replicaset)",
+                    self.src.replicaset
+                ),
+            ))),
+            _ => {
+                self.uuid = Some(uuid);
+                self.status.lock().source_uuid = Some(uuid.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_started(&mut self, uri: &str, after: &Vclock) -> Result<(), Stop> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        let started = v1::Started {
+            source_cluster: self.src.cluster.clone(),
+            source_uuid: self.uuid.map(|u| u.to_string()).unwrap_or_default(),
+            instance: uri.to_owned(),
+            after: Some(after.into()),
+            spaces: self.catalog.replicated(),
+        };
+        self.out.send(Item::Started(started)).await?;
+        Ok(())
+    }
+
+    async fn subscribe_and_read(
+        &mut self,
+        uri: &str,
+        client: ReplicationClient,
+        position: &Vclock,
+    ) -> Result<(), (String, Stop)> {
+        let fail = |stop: Stop| (uri.to_owned(), stop);
+        let schema = Connection::connect(uri, &self.src.connect)
+            .await
+            .map_err(|e| fail(Stop::Retry(format!("connect for the schema: {e}"))))?;
+        self.catalog = Catalog::load(&schema)
+            .await
+            .map_err(|e| fail(Stop::Retry(e.to_string())))?;
+        let req = SubscribeRequest {
+            replicaset_uuid: self.uuid,
+            timing: self.src.timing,
+            ..SubscribeRequest::new(position.clone())
+        };
+        let sub = match client.subscribe(&req, self.committed.clone()).await {
+            Ok(sub) => sub,
+            Err(e) => return Err(fail(self.stop_for(e))),
+        };
+        self.check_uuid(sub.replicaset_uuid()).map_err(fail)?;
+        self.send_started(uri, position).await.map_err(fail)?;
+        {
+            let mut s = self.status.lock();
+            s.instance = Some(uri.to_owned());
+            s.processed_vclock = position.clone();
+        }
+        self.set_state(State::Streaming, None);
+        info!(replicaset = %self.src.replicaset, instance = %uri, %position, "streaming");
+        self.read(sub, schema, position.clone()).await.map_err(fail)
+    }
+
+    fn stop_for(&self, e: IprotoError) -> Stop {
+        match e {
+            IprotoError::XlogGap(e) => Stop::Gap(e.message),
+            IprotoError::AheadOfUpstream { .. } => Stop::Retry(format!("{AHEAD}: {e}")),
+            IprotoError::ReplicasetMismatch { expected, actual } => Stop::Fatal(Fatal::new(
+                ErrorKind::SourceMismatch,
+                format!(
+                    "replicaset {}: source replicaset uuid is {actual}, expected {expected}",
+                    self.src.replicaset
+                ),
+            )),
+            other => Stop::Retry(other.to_string()),
+        }
+    }
+
+    async fn read(
+        &mut self,
+        mut sub: Subscription,
+        schema: Connection,
+        from: Vclock,
+    ) -> Result<(), Stop> {
+        let mut tracker = TxTracker::new(from);
+        let mut open: Option<OpenTx> = None;
+        let mut synchro: Vec<RowOutcome> = Vec::new();
+        let rs = self.src.replicaset.clone();
+        loop {
+            let row = match sub.next().await {
+                Ok(Event::Row(row)) => row,
+                Ok(Event::Heartbeat { timestamp }) => {
+                    if !tracker.has_open() {
+                        let processed = self.gate.processed().clone();
+                        self.status.lock().processed_vclock = processed.clone();
+                        self.out.try_send(Item::Heartbeat {
+                            processed,
+                            source_time: timestamp.unwrap_or(0.0),
+                        })?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.stop_for(e)),
+            };
+            metrics::counter!(m::ROWS_READ, m::REPLICASET => rs.clone()).increment(1);
+            metrics::counter!(m::BYTES_READ, m::REPLICASET => rs.clone())
+                .increment(row.body.len() as u64);
+            let b = tracker
+                .track(&row)
+                .map_err(|e| Stop::Retry(format!("broken row stream: {e}")))?;
+            let tx = open.get_or_insert_with(|| OpenTx::new(b.replica_id, b.tsn));
+            tx.timestamp(row.header.timestamp);
+            match self.classify(&row, &schema).await? {
+                RowOutcome::Data { row, sync } => tx
+                    .push(row, sync, self.src.max_tx_memory, &self.src.spool_dir)
+                    .map_err(|e| {
+                        Stop::Fatal(Fatal::new(
+                            ErrorKind::Internal,
+                            format!("spilling a large transaction: {e}"),
+                        ))
+                    })?,
+                RowOutcome::Mark => tx.mark(),
+                RowOutcome::Skip(kind) => {
+                    if kind == SkipKind::Ddl {
+                        info!(replicaset = %rs, lsn = row.lsn(), "schema change not replicated: apply migrations to both clusters (the passive one first)");
+                    }
+                    metrics::counter!(m::ROWS_SKIPPED, m::REPLICASET => rs.clone(), m::KIND => kind.label()).increment(1);
+                }
+                s @ (RowOutcome::Confirm(_) | RowOutcome::Rollback(_) | RowOutcome::Promote(_)) => {
+                    synchro.push(s)
+                }
+            }
+            if !b.last {
+                continue;
+            }
+            metrics::counter!(m::TRANSACTIONS_READ, m::REPLICASET => rs.clone()).increment(1);
+            let vclock = tracker.vclock().clone();
+            for s in synchro.drain(..) {
+                self.apply_synchro(s).await?;
+            }
+            let Some(tx) = open.take() else { continue };
+            match tx.finish(vclock.clone(), row.lsn()).map_err(|e| {
+                Stop::Fatal(Fatal::new(ErrorKind::Internal, format!("spill file: {e}")))
+            })? {
+                Finished::SkipOnly { marked } => {
+                    if marked {
+                        metrics::counter!(m::TRANSACTIONS_MARKED, m::REPLICASET => rs.clone())
+                            .increment(1);
+                    }
+                    self.gate.skip(vclock);
+                }
+                Finished::Ready(ready) => {
+                    if let Some(ready) = self.gate.push(ready) {
+                        self.out.send(Item::Tx(ready)).await?;
+                    }
+                }
+            }
+            metrics::gauge!(m::SYNC_HELD, m::REPLICASET => rs.clone()).set(self.gate.held() as f64);
+            metrics::gauge!(m::SYNC_HELD_BYTES, m::REPLICASET => rs.clone())
+                .set(self.gate.held_bytes() as f64);
+        }
+    }
+
+    async fn classify(&mut self, row: &Row, schema: &Connection) -> Result<RowOutcome, Stop> {
+        match classify(row, &mut self.catalog) {
+            Ok(o) => return Ok(o),
+            Err(ClassifyError::Malformed(msg)) => {
+                return Err(Stop::Retry(format!("malformed row: {msg}")));
+            }
+            Err(ClassifyError::UnknownSpace(_) | ClassifyError::Reload) => {}
+        }
+        self.catalog = Catalog::load(schema)
+            .await
+            .map_err(|e| Stop::Retry(e.to_string()))?;
+        match classify(row, &mut self.catalog) {
+            Ok(o) => Ok(o),
+            Err(ClassifyError::Reload) => Ok(RowOutcome::Skip(SkipKind::Ddl)),
+            Err(ClassifyError::UnknownSpace(id)) => Err(Stop::Fatal(Fatal::new(
+                ErrorKind::UnknownSpace,
+                format!(
+                    "replicaset {}: row lsn {} names space id {id}, which the source's schema does not have",
+                    self.src.replicaset,
+                    row.lsn()
+                ),
+            ))),
+            Err(ClassifyError::Malformed(msg)) => Err(Stop::Retry(format!("malformed row: {msg}"))),
+        }
+    }
+
+    async fn apply_synchro(&mut self, s: RowOutcome) -> Result<(), Stop> {
+        let rs = self.src.replicaset.clone();
+        let (confirm, rollback) = match s {
+            RowOutcome::Confirm(c) => (Some(c), None),
+            RowOutcome::Rollback(r) => (None, Some(r)),
+            RowOutcome::Promote(p) => (
+                Some(p),
+                Some(tcf_iproto::Synchro {
+                    lsn: p.lsn + 1,
+                    ..p
+                }),
+            ),
+            _ => (None, None),
+        };
+        if let Some(c) = confirm {
+            for tx in self.gate.confirm(c) {
+                self.out.send(Item::Tx(tx)).await?;
+            }
+        }
+        if let Some(r) = rollback {
+            let n = self.gate.rollback(r);
+            if n > 0 {
+                warn!(replicaset = %rs, lsn = r.lsn, dropped = n, "synchronous transaction rolled back on the source: dropped with those queued behind it");
+                metrics::counter!(m::SYNC_ROLLED_BACK, m::REPLICASET => rs).increment(n as u64);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_state(&self, state: State, error: Option<String>) {
+        let mut s = self.status.lock();
+        s.state = state;
+        if error.is_some() {
+            s.last_error = error;
+        }
+        metrics::gauge!(m::STATE, m::REPLICASET => self.src.replicaset.clone()).set(state.code());
+    }
+}
+
+const AHEAD: &str = "position ahead of the instances";
+
+fn vote_limit(src: &Source) -> Duration {
+    src.timing.heartbeat_interval.max(Duration::from_secs(2))
+}
+
+/// Metric label of an error kind.
+pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::WalGap => "wal_gap",
+        ErrorKind::Diverged => "diverged",
+        ErrorKind::SourceMismatch => "source_mismatch",
+        ErrorKind::UnknownSpace => "unknown_space",
+        ErrorKind::Stopped => "stopped",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Internal | ErrorKind::Unspecified => "internal",
+    }
+}
