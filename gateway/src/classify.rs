@@ -4,7 +4,7 @@
 use tcf_iproto::{DmlKind, Row, RowKind, Synchro};
 use tcf_proto::v1;
 
-use crate::catalog::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
+use tcf_iproto::schema::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
 
 /// `_truncate`: a truncate is an UPSERT of `[space_id, count]` into it.
 const TRUNCATE_SPACE: u32 = 330;

@@ -11,7 +11,10 @@ use std::{
 use serde::Deserialize;
 use tcf_common::{
     auth::{AuthConfig, Tokens},
-    config::{ConfigDuration, ConfigError, ConfigFile, Secret, parse_listen, resolve_secret},
+    config::{
+        ConfigDuration, ConfigError, ConfigFile, Secret, parse_host_port, parse_listen,
+        resolve_secret,
+    },
     tls::ServerTls,
 };
 use tcf_iproto::{ConnectOptions, Timing};
@@ -207,7 +210,7 @@ impl Config {
                     "must not be empty",
                 ));
             }
-            parse_listen(&format!("{k}.uri"), &inst.uri)?;
+            parse_host_port(&format!("{k}.uri"), &inst.uri)?;
             if !seen.insert(inst.uri.clone()) {
                 return Err(ConfigError::invalid(
                     format!("{k}.uri"),

@@ -12,7 +12,6 @@
 //! * what is skipped still moves the processed watermark reported to the
 //!   destination.
 
-mod catalog;
 mod choose;
 mod classify;
 pub mod config;
@@ -29,9 +28,9 @@ mod upstream;
 
 use std::sync::Arc;
 
-pub use catalog::TCF_SPACE_PREFIX;
 pub use config::Config;
 pub use service::{Gateway, Service, StaleTerm};
+pub use tcf_iproto::schema::TCF_SPACE_PREFIX;
 use tcf_proto::v1::replication_server::ReplicationServer;
 use tokio_util::sync::CancellationToken;
 use tracing::info;

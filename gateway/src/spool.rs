@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tcf_iproto::{ReplicationClient, Vclock};
 use tcf_proto::v1;
 
-use crate::catalog::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
+use tcf_iproto::schema::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
 
 /// A spooled snapshot.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub(crate) enum SpoolError {
     #[error("snapshot row for unknown space id {0}")]
     UnknownSpace(u32),
     #[error(transparent)]
-    Catalog(#[from] crate::catalog::CatalogError),
+    Catalog(#[from] tcf_iproto::schema::CatalogError),
 }
 
 /// Reads the whole snapshot into a spool file in `dir`; returns the spool,
@@ -85,7 +85,7 @@ pub(crate) async fn fetch(
         }
     }
     // Replicated spaces that are empty are loaded (and truncated) too.
-    spaces.extend(catalog.replicated().into_iter().map(|s| s.name));
+    spaces.extend(catalog.replicated().into_iter().map(|s| s.name.clone()));
     let file = out.into_inner().map_err(|e| e.into_error())?;
     let client = snap.into_client()?;
     Ok((

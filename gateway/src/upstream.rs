@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Duration};
 
 use tcf_iproto::{
     ConnectOptions, Connection, Error as IprotoError, Event, ReplicationClient, Row,
-    SubscribeRequest, Subscription, Timing, TxTracker, Vclock,
+    SubscribeRequest, Subscription, Timing, TxTracker, Vclock, schema::Catalog,
 };
 use tcf_proto::v1::{self, ErrorKind};
 use tokio::sync::watch;
@@ -21,7 +21,6 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::{
-    catalog::Catalog,
     choose::{Choice, ballots, choose},
     classify::{ClassifyError, RowOutcome, SkipKind, classify},
     config::OnWalGap,
@@ -407,7 +406,12 @@ impl Reader {
             source_uuid: self.uuid.map(|u| u.to_string()).unwrap_or_default(),
             instance: uri.to_owned(),
             after: Some(after.into()),
-            spaces: self.catalog.replicated(),
+            spaces: self
+                .catalog
+                .replicated()
+                .into_iter()
+                .map(space_info)
+                .collect(),
         };
         self.out.send(Item::Started(started)).await?;
         Ok(())
@@ -613,6 +617,23 @@ impl Reader {
 }
 
 const AHEAD: &str = "position ahead of the instances";
+
+/// A source space as the handshake describes it.
+fn space_info(s: &tcf_iproto::schema::SpaceMeta) -> v1::SpaceInfo {
+    v1::SpaceInfo {
+        name: s.name.clone(),
+        engine: s.engine.clone(),
+        is_sync: s.is_sync,
+        primary_key: s
+            .primary_key
+            .iter()
+            .map(|(field, ty)| v1::KeyPart {
+                field: *field,
+                r#type: ty.clone(),
+            })
+            .collect(),
+    }
+}
 
 fn vote_limit(src: &Source) -> Duration {
     src.timing.heartbeat_interval.max(Duration::from_secs(2))

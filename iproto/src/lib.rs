@@ -22,6 +22,7 @@ pub mod msgpack;
 pub mod replication;
 pub mod request;
 mod row;
+pub mod schema;
 mod txn;
 mod vclock;
 

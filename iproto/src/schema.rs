@@ -1,65 +1,75 @@
-//! The source's spaces: id -> name, engine, flags and primary key, read from
-//! `_space`/`_index` and kept current as `_space` rows pass in the stream.
+//! An instance's user spaces: id -> name, engine, flags and primary key, read
+//! from `_space`/`_index` (or from their rows as they pass in a replication
+//! stream or snapshot).
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use rmpv::Value;
-use tcf_iproto::{Connection, Select, request::Iterator};
-use tcf_proto::v1;
 
-/// `_space` and `_index` ids.
-pub(crate) const SPACE_SPACE: u32 = 280;
-pub(crate) const INDEX_SPACE: u32 = 288;
+use crate::{Connection, Select, request::Iterator};
 
-/// Prefix of tcf's own spaces: never shipped, never part of an initial load.
+/// `_space` id.
+pub const SPACE_SPACE: u32 = 280;
+/// `_index` id.
+pub const INDEX_SPACE: u32 = 288;
+
+/// Prefix of tcf's own spaces: never shipped, never part of an initial load
+/// (the names are federation-wide constants, see `docs/progress.md`).
 pub const TCF_SPACE_PREFIX: &str = "_tcf_";
 
-/// One source space.
+/// One user space.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SpaceMeta {
-    pub(crate) name: String,
-    pub(crate) engine: String,
+pub struct SpaceMeta {
+    /// Space id.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// `memtx` or `vinyl`.
+    pub engine: String,
     /// Replication-local (`is_local`, stored as `group_id = 1`).
-    pub(crate) is_local: bool,
-    pub(crate) temporary: bool,
-    pub(crate) is_sync: bool,
+    pub is_local: bool,
+    /// Temporary (not persisted, not replicated).
+    pub temporary: bool,
+    /// Synchronous replication.
+    pub is_sync: bool,
     /// `(0-based field, type)` of the primary key, when known.
-    pub(crate) primary_key: Vec<(u32, String)>,
+    pub primary_key: Vec<(u32, String)>,
 }
 
 impl SpaceMeta {
-    /// Whether rows of this space are replicated by tcf.
-    pub(crate) fn is_replicated(&self) -> bool {
+    /// Whether rows of this space are replicated by tcf: global, persistent
+    /// and not one of tcf's own spaces.
+    pub fn is_replicated(&self) -> bool {
         !self.is_local && !self.temporary && !self.is_tcf()
     }
 
     /// Whether this is one of tcf's own spaces.
-    pub(crate) fn is_tcf(&self) -> bool {
+    pub fn is_tcf(&self) -> bool {
         self.name.starts_with(TCF_SPACE_PREFIX)
     }
 
-    /// Whether it is a global progress space: a transaction writing it was
+    /// Whether it is a global tcf space: a transaction writing it was
     /// applied by a tcf destination (the two-way loop breaker).
-    pub(crate) fn is_progress_mark(&self) -> bool {
+    pub fn is_progress_mark(&self) -> bool {
         self.is_tcf() && !self.is_local
     }
 }
 
-/// Spaces by id.
+/// User spaces by id.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Catalog {
+pub struct Catalog {
     spaces: HashMap<u32, SpaceMeta>,
 }
 
-/// A `_space` or `_index` tuple that could not be understood.
+/// A `_space` or `_index` tuple that could not be understood, or a failed read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the source schema: {0}")]
-pub(crate) struct CatalogError(pub(crate) String);
+#[error("cannot read the schema: {0}")]
+pub struct CatalogError(pub String);
 
 impl Catalog {
     /// Loads every user space (id >= 512) and its primary key.
-    pub(crate) async fn load(conn: &Connection) -> Result<Self, CatalogError> {
+    pub async fn load(conn: &Connection) -> Result<Self, CatalogError> {
         let all = Select {
             iterator: Iterator::All,
             ..Select::default()
@@ -81,41 +91,29 @@ impl Catalog {
     }
 
     /// The space with this id.
-    pub(crate) fn get(&self, id: u32) -> Option<&SpaceMeta> {
+    pub fn get(&self, id: u32) -> Option<&SpaceMeta> {
         self.spaces.get(&id)
     }
 
-    /// Replicated spaces, for the handshake.
-    pub(crate) fn replicated(&self) -> Vec<v1::SpaceInfo> {
-        let mut out: Vec<v1::SpaceInfo> = self
-            .spaces
-            .values()
-            .filter(|s| s.is_replicated())
-            .map(|s| v1::SpaceInfo {
-                name: s.name.clone(),
-                engine: s.engine.clone(),
-                is_sync: s.is_sync,
-                primary_key: s
-                    .primary_key
-                    .iter()
-                    .map(|(field, ty)| v1::KeyPart {
-                        field: *field,
-                        r#type: ty.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
+    /// The space with this name.
+    pub fn by_name(&self, name: &str) -> Option<&SpaceMeta> {
+        self.spaces.values().find(|s| s.name == name)
+    }
+
+    /// Every space replicated by tcf, by name.
+    pub fn replicated(&self) -> Vec<&SpaceMeta> {
+        let mut out: Vec<&SpaceMeta> = self.spaces.values().filter(|s| s.is_replicated()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
-    /// Applies a `_space` tuple (INSERT/REPLACE from the stream or a snapshot).
-    pub(crate) fn apply_space_tuple(&mut self, t: &Value) -> Result<(), CatalogError> {
+    /// Applies a `_space` tuple (INSERT/REPLACE from a stream or a snapshot).
+    pub fn apply_space_tuple(&mut self, t: &Value) -> Result<(), CatalogError> {
         let f = t
             .as_array()
             .ok_or_else(|| CatalogError(format!("_space tuple {t}")))?;
         let id = field_u32(f, 0, "_space.id")?;
-        if id < tcf_iproto::consts::USER_SPACE_MIN {
+        if id < crate::consts::USER_SPACE_MIN {
             return Ok(());
         }
         let name = field_str(f, 2, "_space.name")?.to_owned();
@@ -138,6 +136,7 @@ impl Catalog {
         self.spaces.insert(
             id,
             SpaceMeta {
+                id,
                 name,
                 engine,
                 is_local,
@@ -150,7 +149,7 @@ impl Catalog {
     }
 
     /// Applies an `_index` tuple: records the primary key's parts.
-    pub(crate) fn apply_index_tuple(&mut self, t: &Value) -> Result<(), CatalogError> {
+    pub fn apply_index_tuple(&mut self, t: &Value) -> Result<(), CatalogError> {
         let f = t
             .as_array()
             .ok_or_else(|| CatalogError(format!("_index tuple {t}")))?;
@@ -171,7 +170,7 @@ impl Catalog {
     }
 
     /// Forgets a dropped space.
-    pub(crate) fn remove(&mut self, id: u32) {
+    pub fn remove(&mut self, id: u32) {
         self.spaces.remove(&id);
     }
 }
@@ -230,7 +229,7 @@ async fn select(
 }
 
 /// Decodes raw MessagePack into a value (schema rows are small).
-pub(crate) fn decode(raw: &Bytes) -> Option<Value> {
+pub fn decode(raw: &Bytes) -> Option<Value> {
     let mut slice = &raw[..];
     rmpv::decode::read_value(&mut slice).ok()
 }
