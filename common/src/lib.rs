@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod control;
 #[cfg(any(feature = "devcerts", test))]
 pub mod devcerts;
 pub mod http;

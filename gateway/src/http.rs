@@ -20,9 +20,11 @@ use axum::{
     routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
 use serde_json::json;
-use tcf_common::auth::{Role, check};
+use tcf_common::{
+    auth::{Role, check},
+    control::Command,
+};
 
 use crate::service::Gateway;
 
@@ -46,36 +48,23 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     if let Err(e) = check(&ctx.gw.config.tokens, &headers, Role::Info) {
         return e.into_response();
     }
-    let (stopped, term) = ctx.gw.control_state();
+    let (running, term) = ctx.gw.control_state();
     let cfg = &ctx.gw.config;
     Json(json!({
         "gateway": cfg.alias,
         "cluster": cfg.cluster,
-        "running": !stopped,
+        "running": running,
         "term": term,
         "replicasets": ctx.gw.status.snapshot(),
     }))
     .into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Command {
-    term: Option<u64>,
-}
-
-fn parse_command(body: &[u8]) -> Result<Command, serde_json::Error> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Command::default());
-    }
-    serde_json::from_slice(body)
-}
-
 fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
     if let Err(e) = check(&ctx.gw.config.tokens, headers, Role::Toggle) {
         return e.into_response();
     }
-    let cmd = match parse_command(body) {
+    let cmd = match Command::parse(body) {
         Ok(c) => c,
         Err(e) => {
             let error = json!({ "error": format!("bad body: {e}") });
@@ -84,8 +73,8 @@ fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Respon
     };
     match ctx.gw.set_running(run, cmd.term) {
         Ok(()) => {
-            let (stopped, term) = ctx.gw.control_state();
-            Json(json!({ "running": !stopped, "term": term })).into_response()
+            let (running, term) = ctx.gw.control_state();
+            Json(json!({ "running": running, "term": term })).into_response()
         }
         Err(e) => (
             StatusCode::CONFLICT,

@@ -29,7 +29,8 @@ mod upstream;
 use std::sync::Arc;
 
 pub use config::Config;
-pub use service::{Gateway, Service, StaleTerm};
+pub use service::{Gateway, Service};
+pub use tcf_common::control::StaleTerm;
 pub use tcf_iproto::schema::TCF_SPACE_PREFIX;
 use tcf_proto::v1::replication_server::ReplicationServer;
 use tokio_util::sync::CancellationToken;

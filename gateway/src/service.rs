@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use tcf_common::control::{Control, StaleTerm};
 use tcf_iproto::Vclock;
 use tcf_proto::{PROTOCOL_VERSION, v1};
 use tokio::sync::{mpsc, watch};
@@ -35,23 +36,7 @@ pub struct Gateway {
     pub(crate) config: Arc<Config>,
     pub(crate) status: Registry,
     active: Mutex<HashMap<String, CancellationToken>>,
-    control: Mutex<Control>,
-}
-
-#[derive(Debug, Default)]
-struct Control {
-    stopped: bool,
-    term: u64,
-}
-
-/// A command from the control API that carries an older term than one seen.
-#[derive(Debug, thiserror::Error)]
-#[error("term {got} is older than the newest term seen, {seen}")]
-pub struct StaleTerm {
-    /// The term in the command.
-    pub got: u64,
-    /// The newest term seen.
-    pub seen: u64,
+    control: Control,
 }
 
 impl Gateway {
@@ -62,36 +47,19 @@ impl Gateway {
             config,
             status,
             active: Mutex::new(HashMap::new()),
-            control: Mutex::new(Control::default()),
+            control: Control::new(),
         }
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether an operator stopped the gateway, and the newest term seen.
+    /// `(running, newest term seen)`.
     pub fn control_state(&self) -> (bool, u64) {
-        let c = self.control();
-        (c.stopped, c.term)
+        self.control.state()
     }
 
     /// Starts (`run = true`) or stops the gateway. A command with a term older
     /// than the newest seen is refused; stopping ends every stream.
     pub fn set_running(&self, run: bool, term: Option<u64>) -> Result<(), StaleTerm> {
-        {
-            let mut c = self.control();
-            if let Some(t) = term {
-                if t < c.term {
-                    return Err(StaleTerm {
-                        got: t,
-                        seen: c.term,
-                    });
-                }
-                c.term = t;
-            }
-            c.stopped = !run;
-        }
+        self.control.set(run, term)?;
         if !run {
             let active: Vec<CancellationToken> = self
                 .active
@@ -172,7 +140,7 @@ impl v1::replication_server::Replication for Service {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let gw = &self.0;
         gw.check_client(&request)?;
-        if gw.control().stopped {
+        if !gw.control.state().0 {
             return Err(Status::unavailable("gateway stopped by an operator"));
         }
         let mut inbound = request.into_inner();

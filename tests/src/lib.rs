@@ -60,6 +60,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod etcd;
+pub mod federation;
 pub mod gateway;
 pub mod http;
 pub mod lua;

@@ -1,0 +1,229 @@
+-- tcf destination functions, version 1. Installed by tcf-destination on every
+-- connect (EVAL of this file; defining them again is harmless) and CALLed by it.
+-- Contract: docs/progress.md. Everything here runs with the caller's rights.
+local VERSION = 1
+local ffi = require('ffi')
+local clock = require('clock')
+
+pcall(ffi.cdef, [[
+int box_insert(uint32_t space_id, const char *tuple, const char *tuple_end, box_tuple_t **result);
+int box_replace(uint32_t space_id, const char *tuple, const char *tuple_end, box_tuple_t **result);
+int box_delete(uint32_t space_id, uint32_t index_id, const char *key, const char *key_end,
+               box_tuple_t **result);
+int box_update(uint32_t space_id, uint32_t index_id, const char *key, const char *key_end,
+               const char *ops, const char *ops_end, int index_base, box_tuple_t **result);
+int box_upsert(uint32_t space_id, uint32_t index_id, const char *tuple, const char *tuple_end,
+               const char *ops, const char *ops_end, int index_base, box_tuple_t **result);
+]])
+local C = ffi.C
+
+local PROGRESS = {memtx = '_tcf_progress_memtx', vinyl = '_tcf_progress_vinyl', ['local'] = '_tcf_progress_local'}
+local FORMAT = {
+    {name = 'source_cluster', type = 'string'},
+    {name = 'source_replicaset', type = 'string'},
+    {name = 'vclock', type = 'map'},
+    {name = 'source_uuid', type = 'string'},
+    {name = 'state', type = 'string'},
+    {name = 'updated_at', type = 'number'},
+    {name = 'destination', type = 'string'},
+    {name = 'writer', type = 'string'},
+}
+
+-- Ops: 1 INSERT, 2 REPLACE, 3 UPDATE, 4 DELETE, 5 UPSERT, 6 TRUNCATE (tcf.stream.v1.Op).
+local OP_INSERT, OP_REPLACE, OP_UPDATE, OP_DELETE, OP_UPSERT, OP_TRUNCATE = 1, 2, 3, 4, 5, 6
+
+local function fail(kind, fmt, ...)
+    error('tcf_' .. kind .. ': ' .. string.format(fmt, ...), 0)
+end
+
+-- A vclock is a Lua table {[id] = lsn}; absent components are 0.
+local function vc_le(a, b)
+    for id, lsn in pairs(a or {}) do
+        if lsn > ((b or {})[id] or 0) then return false end
+    end
+    return true
+end
+local function vc_eq(a, b) return vc_le(a, b) and vc_le(b, a) end
+local function vc_str(v)
+    local parts = {}
+    for id, lsn in pairs(v or {}) do parts[#parts + 1] = id .. ': ' .. lsn end
+    table.sort(parts)
+    return '{' .. table.concat(parts, ', ') .. '}'
+end
+
+-- An empty Lua table encodes as an array; the vclock field is a map.
+local function as_map(v)
+    return setmetatable(v or {}, {__serialize = 'map'})
+end
+
+local function ensure_space(name, engine, is_local)
+    local s = box.space[name]
+    if s == nil then
+        s = box.schema.space.create(name, {engine = engine, is_local = is_local, format = FORMAT,
+                                           if_not_exists = true})
+        s:create_index('pk', {parts = {{1, 'string'}, {2, 'string'}}, if_not_exists = true})
+        s = box.space[name]
+    end
+    if s.engine ~= engine or (s.is_local or false) ~= is_local then
+        fail('schema', 'space %s exists with engine %s, is_local %s; expected %s, %s',
+             name, s.engine, tostring(s.is_local), engine, tostring(is_local))
+    end
+end
+
+-- Creates the progress spaces if missing. Returns the function version.
+function tcf_v1_ensure()
+    ensure_space(PROGRESS.memtx, 'memtx', false)
+    ensure_space(PROGRESS.vinyl, 'vinyl', false)
+    ensure_space(PROGRESS['local'], 'memtx', true)
+    return VERSION
+end
+
+-- The three progress rows of (cluster, rs) as {kind = {vclock, source_uuid, state, writer}}.
+function tcf_v1_position(cluster, rs)
+    local out = {}
+    for kind, name in pairs(PROGRESS) do
+        local t = box.space[name]:get{cluster, rs}
+        if t ~= nil then out[kind] = {as_map(t[3]), t[4], t[5], t[8] or ''} end
+    end
+    return out
+end
+
+local function apply_row(r)
+    local op, sid, iid, base = r[1], r[2], r[3], r[4]
+    local key, tuple, ops = r[5], r[6], r[7]
+    local rc
+    if op == OP_INSERT then
+        local p = ffi.cast('const char *', tuple)
+        rc = C.box_insert(sid, p, p + #tuple, nil)
+    elseif op == OP_REPLACE then
+        local p = ffi.cast('const char *', tuple)
+        rc = C.box_replace(sid, p, p + #tuple, nil)
+    elseif op == OP_UPDATE then
+        local k, o = ffi.cast('const char *', key), ffi.cast('const char *', tuple)
+        rc = C.box_update(sid, iid, k, k + #key, o, o + #tuple, base, nil)
+    elseif op == OP_DELETE then
+        local k = ffi.cast('const char *', key)
+        rc = C.box_delete(sid, iid, k, k + #key, nil)
+    elseif op == OP_UPSERT then
+        local t, o = ffi.cast('const char *', tuple), ffi.cast('const char *', ops)
+        rc = C.box_upsert(sid, iid, t, t + #tuple, o, o + #ops, base, nil)
+    elseif op == OP_TRUNCATE then
+        box.space[sid]:truncate()
+        rc = 0
+    else
+        fail('row', 'unknown op %s', tostring(op))
+    end
+    if rc ~= 0 then box.error() end
+end
+
+-- Checks a progress row against what the caller believes is stored.
+local function check(space, m)
+    local cur = space:get{m.cluster, m.rs}
+    local stored = cur and cur[3] or {}
+    if not vc_eq(stored, m.expected) then
+        fail('position', '%s of %s/%s holds %s (writer %s), the batch expects %s',
+             space.name, m.cluster, m.rs, vc_str(stored), cur and cur[8] or '-', vc_str(m.expected))
+    end
+    if cur ~= nil and m.source_uuid ~= '' and cur[4] ~= '' and cur[4] ~= m.source_uuid then
+        fail('source', '%s/%s was replicated from source replicaset %s, the stream is from %s',
+             m.cluster, m.rs, cur[4], m.source_uuid)
+    end
+    if m.state ~= 'loading' and not (vc_le(stored, m.new) and not vc_eq(stored, m.new)) then
+        fail('position', 'new position %s does not advance %s', vc_str(m.new), vc_str(stored))
+    end
+    if m.state == 'loading' and cur ~= nil and cur[5] ~= 'loading' then
+        fail('position', '%s/%s is not loading', m.cluster, m.rs)
+    end
+end
+
+local function mark(space, m)
+    space:replace{m.cluster, m.rs, as_map(m.new), m.source_uuid, m.state, clock.time(),
+                  m.destination, m.writer}
+end
+
+-- Applies whole source transactions and the progress row in one transaction.
+-- m = {cluster, rs, engine = 'memtx'|'vinyl', expected, new, source_uuid,
+--      state = 'streaming'|'loading', destination, writer}
+-- rows = {{op, space_id, index_id, index_base, key, tuple, ops}, ...} (raw msgpack strings)
+function tcf_v1_apply(m, rows)
+    local space = box.space[PROGRESS[m.engine]]
+    box.begin()
+    local ok, err = pcall(function()
+        check(space, m)
+        -- The mark first: it is what the opposite gateway recognises.
+        mark(space, m)
+        for i = 1, #rows do apply_row(rows[i]) end
+    end)
+    if not ok then
+        box.rollback()
+        error(err, 0)
+    end
+    box.commit()
+    return #rows
+end
+
+-- Persists an advance that covers only skipped rows, in the local space.
+-- m = {cluster, rs, expected (local row), new, source_uuid, destination, writer}
+function tcf_v1_advance_local(m)
+    local space = box.space[PROGRESS['local']]
+    box.begin()
+    local ok, err = pcall(function()
+        check(space, m)
+        mark(space, m)
+    end)
+    if not ok then
+        box.rollback()
+        error(err, 0)
+    end
+    box.commit()
+    return true
+end
+
+-- Starts an initial load: refuses non-empty spaces unless `truncate`, then
+-- truncates them (each with a progress mark) and marks every engine's
+-- progress row `loading` at the empty vclock.
+-- m = {cluster, rs, source_uuid, destination, writer}; spaces = {space_id, ...}
+function tcf_v1_load_begin(m, spaces, truncate)
+    for _, sid in ipairs(spaces) do
+        local s = box.space[sid]
+        if s == nil then fail('schema', 'no space %s on the target', tostring(sid)) end
+        if s:len() > 0 and not truncate then
+            fail('nonempty', 'space %s holds %d tuples; an initial load needs it empty (or the config to allow truncating it)', s.name, s:len())
+        end
+    end
+    local lm = {cluster = m.cluster, rs = m.rs, new = {}, source_uuid = m.source_uuid,
+                state = 'loading', destination = m.destination, writer = m.writer}
+    for _, engine in ipairs({'memtx', 'vinyl'}) do
+        local space = box.space[PROGRESS[engine]]
+        box.begin()
+        mark(space, lm)
+        box.commit()
+    end
+    for _, sid in ipairs(spaces) do
+        local s = box.space[sid]
+        if s:len() > 0 then
+            box.begin()
+            mark(box.space[PROGRESS.memtx], lm)
+            s:truncate()
+            box.commit()
+        end
+    end
+    local l = box.space[PROGRESS['local']]
+    l:delete{m.cluster, m.rs}
+    return true
+end
+
+-- Ends an initial load (or records a resolved `current` position): every
+-- engine's row gets `new` and state `streaming`, one engine at a time.
+function tcf_v1_set_position(m)
+    for _, engine in ipairs({'memtx', 'vinyl'}) do
+        local space = box.space[PROGRESS[engine]]
+        box.begin()
+        mark(space, {cluster = m.cluster, rs = m.rs, new = m.new, source_uuid = m.source_uuid,
+                     state = 'streaming', destination = m.destination, writer = m.writer})
+        box.commit()
+    end
+    return true
+end
+
+return VERSION

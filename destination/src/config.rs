@@ -1,0 +1,290 @@
+//! `tcf-destination --config FILE`: the `destination:` section, validated
+//! before anything starts (see `docs/destination.md` for every key).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tcf_common::{
+    auth::{AuthConfig, Tokens},
+    config::{
+        ConfigDuration, ConfigError, ConfigFile, Secret, parse_host_port, parse_listen,
+        resolve_secret,
+    },
+    tls::ClientTls,
+};
+use tcf_iproto::ConnectOptions;
+use tonic::transport::ClientTlsConfig;
+
+/// Environment variable that overrides the replication password.
+pub const PASSWORD_ENV: &str = "TCF_REPLICATION_PASSWORD";
+
+/// Where to start when the target holds no position for a replicaset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialPosition {
+    /// Load the source's snapshot first (the target's spaces must be empty,
+    /// unless `truncate_on_load` is set).
+    #[default]
+    Snapshot,
+    /// Start after the source's current position (clusters already equal).
+    Current,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default = "default_alias")]
+    alias: String,
+    cluster: String,
+    gateways: Vec<RawGateway>,
+    tls: Option<ClientTls>,
+    #[serde(default)]
+    insecure: bool,
+    replication_user: String,
+    replication_password: Option<Secret>,
+    replication_password_file: Option<PathBuf>,
+    target_instances: Vec<RawInstance>,
+    #[serde(default)]
+    initial_position: InitialPosition,
+    #[serde(default)]
+    truncate_on_load: bool,
+    http_server: RawHttp,
+    auth: Option<AuthConfig>,
+    #[serde(default)]
+    metrics_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: ConfigDuration,
+    #[serde(default = "default_request_timeout")]
+    request_timeout: ConfigDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    replicaset: String,
+    uri: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default = "default_max_rows")]
+    max_rows: usize,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: usize,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+fn default_alias() -> String {
+    "destination".into()
+}
+/// Rows per target transaction (several source transactions are coalesced;
+/// one is never split).
+fn default_max_rows() -> usize {
+    4000
+}
+/// Bytes of row payload per target transaction.
+fn default_max_bytes() -> usize {
+    4 << 20
+}
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_request_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+
+/// Batching of source transactions into target transactions.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Rows per target transaction (a larger source transaction goes alone).
+    pub max_rows: usize,
+    /// Payload bytes per target transaction.
+    pub max_bytes: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Label on logs, metrics and progress rows.
+    pub alias: String,
+    /// The target cluster's name.
+    pub cluster: String,
+    /// Gateway addresses (`host:port`), tried in order.
+    pub gateways: Vec<String>,
+    /// mTLS to the gateways; `None` only with `insecure: true`.
+    pub tls: Option<ClientTlsConfig>,
+    /// Target user (never one of the application's dml users).
+    pub replication_user: String,
+    /// Its password.
+    pub replication_password: Secret,
+    /// Target instances by replicaset label.
+    pub replicasets: BTreeMap<String, Vec<String>>,
+    /// Start for replicasets without a stored position.
+    pub initial_position: InitialPosition,
+    /// Truncate non-empty target spaces before an initial load.
+    pub truncate_on_load: bool,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Bearer tokens of the control API.
+    pub tokens: Tokens,
+    /// Extra labels on every metric.
+    pub metrics_labels: BTreeMap<String, String>,
+    /// Batching.
+    pub batching: Batching,
+    /// Connect timeout (gateways and target instances).
+    pub connect_timeout: Duration,
+    /// Timeout of one apply call.
+    pub request_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates the `destination:` section of `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = ConfigFile::read(path)?;
+        let raw: Raw = file.section("destination")?;
+        Self::validate(raw).map_err(|e| e.in_file(&file))
+    }
+
+    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+        let key = |k: &str| format!("destination.{k}");
+        if raw.cluster.trim().is_empty() {
+            return Err(ConfigError::invalid(key("cluster"), "must not be empty"));
+        }
+        if raw.gateways.is_empty() {
+            return Err(ConfigError::invalid(
+                key("gateways"),
+                "list at least one gateway",
+            ));
+        }
+        let mut gateways = Vec::new();
+        for (i, g) in raw.gateways.iter().enumerate() {
+            gateways.push(parse_host_port(
+                &key(&format!("gateways[{i}].address")),
+                &g.address,
+            )?);
+        }
+        let tls = match (raw.tls, raw.insecure) {
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    key("tls"),
+                    "give either 'tls' or 'insecure: true', not both",
+                ));
+            }
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    key("tls"),
+                    "required (plaintext only with an explicit 'insecure: true')",
+                ));
+            }
+            (None, true) => None,
+            (Some(t), false) => Some(tcf_common::tls::client_tls(&key("tls"), &t)?.config),
+        };
+        if raw.replication_user.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                key("replication_user"),
+                "must not be empty",
+            ));
+        }
+        let replication_password = resolve_secret(
+            &key("replication_password"),
+            raw.replication_password,
+            raw.replication_password_file.as_deref(),
+            PASSWORD_ENV,
+        )?;
+        if raw.target_instances.is_empty() {
+            return Err(ConfigError::invalid(
+                key("target_instances"),
+                "must list at least one instance",
+            ));
+        }
+        let mut replicasets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for (i, inst) in raw.target_instances.iter().enumerate() {
+            let k = key(&format!("target_instances[{i}]"));
+            if inst.replicaset.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{k}.replicaset"),
+                    "must not be empty",
+                ));
+            }
+            let uri = parse_host_port(&format!("{k}.uri"), &inst.uri)?;
+            if !seen.insert(uri.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{k}.uri"),
+                    format!("{uri} is listed twice"),
+                ));
+            }
+            replicasets
+                .entry(inst.replicaset.clone())
+                .or_default()
+                .push(uri);
+        }
+        let http_listen = parse_listen(&key("http_server.listen"), &raw.http_server.listen)?;
+        let tokens = Tokens::load(&key("auth"), raw.auth.as_ref())?;
+        if raw.batch.max_rows == 0 || raw.batch.max_bytes == 0 {
+            return Err(ConfigError::invalid(
+                key("batch"),
+                "max_rows and max_bytes must be positive",
+            ));
+        }
+        Ok(Self {
+            alias: raw.alias,
+            cluster: raw.cluster,
+            gateways,
+            tls,
+            replication_user: raw.replication_user,
+            replication_password,
+            replicasets,
+            initial_position: raw.initial_position,
+            truncate_on_load: raw.truncate_on_load,
+            http_listen,
+            tokens,
+            metrics_labels: raw.metrics_labels,
+            batching: Batching {
+                max_rows: raw.batch.max_rows,
+                max_bytes: raw.batch.max_bytes,
+            },
+            connect_timeout: raw.connect_timeout.get(),
+            request_timeout: raw.request_timeout.get(),
+        })
+    }
+
+    /// How to connect to target instances.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new()
+            .credentials(
+                self.replication_user.clone(),
+                self.replication_password.expose(),
+            )
+            .connect_timeout(self.connect_timeout)
+            .request_timeout(self.request_timeout)
+    }
+}

@@ -1,0 +1,93 @@
+//! The destination's HTTP API.
+//!
+//! | method path | role | answer |
+//! | --- | --- | --- |
+//! | `GET /api/v1/status` | `info` | JSON: per replicaset gateway, target, applied vclock, lag, state, last error |
+//! | `POST /api/v1/start` | `toggle` | (re)starts every replicaset's apply loop; body `{"term": N}` optional |
+//! | `POST /api/v1/stop` | `toggle` | stops them (what is committed stays committed) |
+//! | `GET /metrics` | none | Prometheus text |
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tcf_common::{
+    auth::{Role, check},
+    control::Command,
+};
+
+use crate::Destination;
+
+#[derive(Clone)]
+struct Ctx {
+    d: Arc<Destination>,
+    metrics: PrometheusHandle,
+}
+
+/// The router of the HTTP API.
+pub(crate) fn router(d: Arc<Destination>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/start", post(start))
+        .route("/api/v1/stop", post(stop))
+        .route("/metrics", get(metrics_text))
+        .with_state(Ctx { d, metrics })
+}
+
+async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.d.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    let (running, term) = ctx.d.control.state();
+    Json(json!({
+        "destination": ctx.d.cfg.alias,
+        "cluster": ctx.d.cfg.cluster,
+        "running": running,
+        "term": term,
+        "replicasets": ctx.d.status.snapshot(),
+    }))
+    .into_response()
+}
+
+fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
+    if let Err(e) = check(&ctx.d.cfg.tokens, headers, Role::Toggle) {
+        return e.into_response();
+    }
+    let cmd = match Command::parse(body) {
+        Ok(c) => c,
+        Err(e) => {
+            let error = json!({ "error": format!("bad body: {e}") });
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        }
+    };
+    match ctx.d.set_running(run, cmd.term) {
+        Ok(()) => {
+            let (running, term) = ctx.d.control.state();
+            Json(json!({ "running": running, "term": term })).into_response()
+        }
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn start(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    set_running(&ctx, &headers, &body, true)
+}
+
+async fn stop(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    set_running(&ctx, &headers, &body, false)
+}
+
+async fn metrics_text(State(ctx): State<Ctx>) -> Response {
+    tcf_common::metrics::render(&ctx.metrics)
+}

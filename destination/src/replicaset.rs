@@ -1,0 +1,687 @@
+//! The apply loop of one replicaset.
+//!
+//! A session: find the target's single writable instance, read the stored
+//! position there, connect to a gateway, open the replicaset's stream from
+//! that position, apply what arrives and acknowledge what committed. Any
+//! error ends the session; the next one re-reads the position from the
+//! target, so nothing is applied twice or skipped (the apply function's
+//! compare-and-set refuses a batch whose expected position is not stored).
+
+use std::{sync::Arc, time::Duration};
+
+use tcf_iproto::Vclock;
+use tcf_proto::{PROTOCOL_VERSION, v1};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{
+    apply::{MapError, Pending, map_rows, map_snapshot},
+    config::{Config, InitialPosition},
+    failpoint,
+    gateways::Pool,
+    metrics as m,
+    status::{State, StatusCell},
+    target::{Engine, Meta, Position, ProgressRow, Target, TargetError, find_master},
+};
+
+/// What every replicaset loop shares.
+pub(crate) struct Ctx {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) pool: Pool,
+    /// This process's id in the progress rows (two writers are detected).
+    pub(crate) writer: String,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// Try again (a new session re-reads the position).
+    Retry(String),
+    /// Stop this replicaset until an operator acts.
+    Fatal(State, String),
+}
+
+impl From<TargetError> for End {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::Source(m) => End::Fatal(State::Failed, format!("source mismatch: {m}")),
+            TargetError::NonEmpty(m) => End::Fatal(State::Failed, m),
+            TargetError::Schema(m) => End::Fatal(State::Failed, format!("target schema: {m}")),
+            other => End::Retry(other.to_string()),
+        }
+    }
+}
+
+fn kind_of(e: &End) -> &'static str {
+    match e {
+        End::Retry(_) => "retry",
+        End::Fatal(State::Gapped, _) => "wal_gap",
+        End::Fatal(State::Diverged, _) => "diverged",
+        End::Fatal(..) => "fatal",
+    }
+}
+
+/// Runs the replicaset's sessions until `cancel` fires or a fatal error.
+pub(crate) async fn run(ctx: Arc<Ctx>, rs: String, st: StatusCell, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let end = tokio::select! {
+            e = session(&ctx, &rs, &st) => e,
+            () = cancel.cancelled() => break,
+        };
+        metrics::counter!(m::ERRORS, m::REPLICASET => rs.clone(), m::KIND => kind_of(&end))
+            .increment(1);
+        match end {
+            End::Fatal(state, msg) => {
+                error!(replicaset = %rs, "replicaset stopped: {msg}");
+                set_state(&st, &rs, state, Some(msg));
+                return;
+            }
+            End::Retry(msg) => {
+                warn!(replicaset = %rs, "session ended: {msg}; retrying in {backoff:?}");
+                set_state(&st, &rs, State::Connecting, Some(msg));
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = cancel.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    set_state(&st, &rs, State::Stopped, None);
+}
+
+fn set_state(st: &StatusCell, rs: &str, state: State, error: Option<String>) {
+    let mut s = st.lock();
+    s.state = state;
+    if error.is_some() {
+        s.last_error = error;
+    }
+    metrics::gauge!(m::STATE, m::REPLICASET => rs.to_owned()).set(state.code());
+}
+
+async fn session(ctx: &Ctx, rs: &str, st: &StatusCell) -> End {
+    match Session::open(ctx, rs, st).await {
+        Ok((mut s, rx)) => s.run(rx).await,
+        Err(e) => e,
+    }
+}
+
+struct Session<'a> {
+    ctx: &'a Ctx,
+    rs: &'a str,
+    st: &'a StatusCell,
+    target: Target,
+    source_cluster: String,
+    source_uuid: String,
+    pos: Position,
+    acks: mpsc::Sender<v1::DestinationMessage>,
+    pending: Pending,
+    partial: Option<v1::Transaction>,
+    start_current: bool,
+    loading: bool,
+    gateway: String,
+}
+
+type Inbound = mpsc::Receiver<Result<v1::GatewayMessage, tonic::Status>>;
+
+impl<'a> Session<'a> {
+    async fn open(ctx: &'a Ctx, rs: &'a str, st: &'a StatusCell) -> Result<(Self, Inbound), End> {
+        let cfg = &ctx.cfg;
+        let opts = cfg.connect_options();
+        let instances = cfg.replicasets.get(rs).cloned().unwrap_or_default();
+        let master = find_master(&instances, &opts).await?;
+        let target = Target::connect(&master, &opts).await?;
+        st.lock().target_instance = Some(master.clone());
+        let mut gw = ctx
+            .pool
+            .connect()
+            .await
+            .map_err(|e| End::Retry(format!("no gateway: {e}")))?;
+        let source_cluster = gw.describe.source_cluster.clone();
+        if source_cluster == cfg.cluster {
+            return Err(End::Fatal(
+                State::Failed,
+                format!(
+                    "gateway {} reads cluster {source_cluster}: the target itself",
+                    gw.address
+                ),
+            ));
+        }
+        if !gw.describe.replicasets.iter().any(|r| r == rs) {
+            return Err(End::Fatal(
+                State::Failed,
+                format!("gateway {} does not serve replicaset '{rs}'", gw.address),
+            ));
+        }
+        let pos = target.position(&source_cluster, rs).await?;
+        let others = pos.other_writers(&ctx.writer);
+        let start = if pos.loading() {
+            info!(replicaset = %rs, "an initial load was interrupted: starting it over");
+            v1::open::Start::InitialLoad(v1::InitialLoad { truncate: true })
+        } else if pos.exists() {
+            v1::open::Start::After((&pos.current()).into())
+        } else {
+            match cfg.initial_position {
+                InitialPosition::Snapshot => v1::open::Start::InitialLoad(v1::InitialLoad {
+                    truncate: cfg.truncate_on_load,
+                }),
+                InitialPosition::Current => v1::open::Start::Current(v1::CurrentPosition {}),
+            }
+        };
+        info!(replicaset = %rs, target = %master, gateway = %gw.address, position = %pos.current(), previous_writers = ?others, "session starting");
+        let source_uuid = pos.source_uuid().unwrap_or_default().to_owned();
+        let start_current = matches!(start, v1::open::Start::Current(_));
+        let open = v1::Open {
+            replicaset: rs.to_owned(),
+            destination: cfg.alias.clone(),
+            target_cluster: cfg.cluster.clone(),
+            target_uuid: target.uuid().to_string(),
+            source_uuid: source_uuid.clone(),
+            start: Some(start),
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let (acks, out_rx) = mpsc::channel(64);
+        let first = v1::DestinationMessage {
+            kind: Some(v1::destination_message::Kind::Open(open)),
+        };
+        let _ = acks.send(first).await;
+        let address = gw.address.clone();
+        let mut inbound = match gw.client.stream(ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                ctx.pool.failed(&address);
+                return Err(End::Retry(format!("gateway {address}: {}", s.message())));
+            }
+        };
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(async move {
+            loop {
+                let msg = inbound.message().await;
+                let stop = !matches!(msg, Ok(Some(_)));
+                let item = match msg {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) => Err(tonic::Status::unavailable("the gateway ended the stream")),
+                    Err(s) => Err(s),
+                };
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        {
+            let mut s = st.lock();
+            s.gateway = Some(address.clone());
+            s.applied_vclock = pos.current();
+        }
+        Ok((
+            Self {
+                ctx,
+                rs,
+                st,
+                target,
+                source_cluster,
+                source_uuid,
+                pos,
+                acks,
+                pending: Pending::default(),
+                partial: None,
+                start_current,
+                loading: false,
+                gateway: address,
+            },
+            rx,
+        ))
+    }
+
+    async fn run(&mut self, mut rx: Inbound) -> End {
+        loop {
+            let next = if self.pending.is_empty() {
+                rx.recv().await
+            } else {
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if let Err(e) = self.flush().await {
+                            return e;
+                        }
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(status)) => {
+                    let _ = self.flush().await;
+                    self.ctx.pool.failed(&self.gateway);
+                    return End::Retry(format!("gateway {}: {}", self.gateway, status.message()));
+                }
+                None => return End::Retry("the gateway stream ended".into()),
+            };
+            if let Err(e) = self.handle(msg).await {
+                return e;
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: v1::GatewayMessage) -> Result<(), End> {
+        use v1::gateway_message::Kind;
+        match msg.kind {
+            Some(Kind::Started(s)) => self.started(s).await,
+            Some(Kind::Batch(b)) => {
+                for piece in b.transactions {
+                    self.piece(piece).await?;
+                }
+                Ok(())
+            }
+            Some(Kind::Heartbeat(hb)) => self.heartbeat(hb).await,
+            Some(Kind::SnapshotBegin(b)) => self.snapshot_begin(b).await,
+            Some(Kind::SnapshotRows(r)) => self.snapshot_rows(r).await,
+            Some(Kind::SnapshotEnd(e)) => self.snapshot_end(e).await,
+            Some(Kind::Error(e)) => Err(gateway_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn started(&mut self, s: v1::Started) -> Result<(), End> {
+        if !self.source_uuid.is_empty() && self.source_uuid != s.source_uuid {
+            return Err(End::Fatal(
+                State::Failed,
+                format!(
+                    "source replicaset uuid {} differs from the stored {}",
+                    s.source_uuid, self.source_uuid
+                ),
+            ));
+        }
+        self.source_uuid = s.source_uuid.clone();
+        self.st.lock().source_uuid = Some(s.source_uuid.clone());
+        self.check_spaces(&s.spaces).await?;
+        if self.start_current {
+            // Resolved once by the gateway: persisted at once.
+            let after = Vclock::from(s.after.unwrap_or_default());
+            self.set_position(&after).await?;
+            self.ack(&after).await;
+            info!(replicaset = %self.rs, position = %after, "initial position: the source's current position");
+        }
+        set_state(self.st, self.rs, State::Streaming, None);
+        Ok(())
+    }
+
+    async fn check_spaces(&mut self, spaces: &[v1::SpaceInfo]) -> Result<(), End> {
+        if spaces
+            .iter()
+            .any(|s| self.target.catalog().by_name(&s.name).is_none())
+        {
+            self.target.reload_catalog().await?;
+        }
+        for s in spaces {
+            let Some(t) = self.target.catalog().by_name(&s.name) else {
+                return Err(End::Fatal(
+                    State::Failed,
+                    format!("replicated space '{}' is missing on the target", s.name),
+                ));
+            };
+            let source_pk: Vec<(u32, String)> = s
+                .primary_key
+                .iter()
+                .map(|p| (p.field, p.r#type.clone()))
+                .collect();
+            let mut problems = Vec::new();
+            if t.engine != s.engine {
+                problems.push(format!(
+                    "engine {} on the source, {} on the target",
+                    s.engine, t.engine
+                ));
+            }
+            if t.primary_key != source_pk {
+                problems.push(format!(
+                    "primary key {source_pk:?} on the source, {:?} on the target",
+                    t.primary_key
+                ));
+            }
+            if t.is_sync != s.is_sync {
+                problems.push(format!(
+                    "is_sync {} on the source, {} on the target",
+                    s.is_sync, t.is_sync
+                ));
+            }
+            if !problems.is_empty() {
+                return Err(End::Fatal(
+                    State::Failed,
+                    format!("space '{}' differs: {}", s.name, problems.join("; ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn meta<'m>(
+        &'m self,
+        engine: Engine,
+        expected: &'m Vclock,
+        new: &'m Vclock,
+        loading: bool,
+    ) -> Meta<'m> {
+        Meta {
+            cluster: &self.source_cluster,
+            replicaset: self.rs,
+            engine,
+            expected,
+            new,
+            source_uuid: &self.source_uuid,
+            loading,
+            destination: &self.ctx.cfg.alias,
+            writer: &self.ctx.writer,
+        }
+    }
+
+    fn row(&self, vclock: &Vclock, loading: bool) -> ProgressRow {
+        ProgressRow {
+            vclock: vclock.clone(),
+            source_uuid: self.source_uuid.clone(),
+            state: if loading { "loading" } else { "streaming" }.into(),
+            writer: self.ctx.writer.clone(),
+        }
+    }
+
+    async fn piece(&mut self, piece: v1::Transaction) -> Result<(), End> {
+        let tx = match self.partial.take() {
+            Some(mut whole) => {
+                if (whole.origin, whole.tsn) != (piece.origin, piece.tsn) {
+                    return Err(End::Retry(
+                        "a partial transaction was interrupted by another".into(),
+                    ));
+                }
+                whole.rows.extend(piece.rows);
+                whole.partial = piece.partial;
+                whole.vclock = piece.vclock;
+                whole
+            }
+            None => piece,
+        };
+        if tx.partial {
+            self.partial = Some(tx);
+            return Ok(());
+        }
+        let vclock = Vclock::from(tx.vclock.clone().unwrap_or_default());
+        let current = self.applied_or_pending();
+        if vclock.le(&current) {
+            warn!(replicaset = %self.rs, %vclock, %current, "transaction at or below the position: not applied again");
+            metrics::counter!(m::DUPLICATES_SKIPPED, m::REPLICASET => self.rs.to_owned())
+                .increment(1);
+            return Ok(());
+        }
+        let (engine, rows, bytes) = match map_rows(tx.rows, self.target.catalog()) {
+            Ok(r) => r,
+            Err(MapError::Missing(e)) => {
+                self.target.reload_catalog().await?;
+                return Err(End::Fatal(
+                    State::Failed,
+                    format!(
+                        "{e} (replicaset {}, transaction lsn {}): nothing of the batch was applied",
+                        self.rs, tx.tsn
+                    ),
+                ));
+            }
+            Err(e @ MapError::CrossEngine(_)) => {
+                return Err(End::Fatal(State::Failed, e.to_string()));
+            }
+        };
+        let limits = self.ctx.cfg.batching;
+        if self
+            .pending
+            .must_flush_before(engine, rows.len(), bytes, limits)
+        {
+            self.flush().await?;
+        }
+        self.pending.push(engine, rows, bytes, Some(vclock));
+        if self.pending.full(limits) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The position including what is pending.
+    fn applied_or_pending(&self) -> Vclock {
+        let mut v = self.pos.current();
+        if let Some(p) = self.pending.vclock() {
+            v.merge(p);
+        }
+        v
+    }
+
+    /// Applies the pending batch, then acks it.
+    async fn flush(&mut self) -> Result<(), End> {
+        let Some(batch) = self.pending.take() else {
+            return Ok(());
+        };
+        let loading = batch.vclock.is_none();
+        let (expected, new) = if loading {
+            (Vclock::new(), Vclock::new())
+        } else {
+            (
+                self.pos.of(batch.engine),
+                batch.vclock.clone().unwrap_or_default(),
+            )
+        };
+        failpoint::hit("before_apply");
+        let started = std::time::Instant::now();
+        let result = self
+            .target
+            .apply(
+                &self.meta(batch.engine, &expected, &new, loading),
+                &batch.rows,
+            )
+            .await;
+        if let Err(e) = result {
+            return Err(self.apply_failed(e).await);
+        }
+        metrics::histogram!(m::APPLY_SECONDS, m::REPLICASET => self.rs.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        failpoint::hit("after_commit");
+        let rs = self.rs.to_owned();
+        let rows = batch.rows.len() as u64;
+        metrics::counter!(m::BATCHES_APPLIED, m::REPLICASET => rs.clone(), m::ENGINE => batch.engine.name()).increment(1);
+        metrics::counter!(m::ROWS_APPLIED, m::REPLICASET => rs.clone()).increment(rows);
+        metrics::counter!(m::BYTES_APPLIED, m::REPLICASET => rs.clone())
+            .increment(batch.bytes as u64);
+        if loading {
+            metrics::counter!(m::SNAPSHOT_ROWS, m::REPLICASET => rs).increment(rows);
+            self.st.lock().rows_applied += rows;
+            return Ok(());
+        }
+        metrics::counter!(m::TRANSACTIONS_APPLIED, m::REPLICASET => rs)
+            .increment(batch.transactions);
+        let row = Some(self.row(&new, false));
+        match batch.engine {
+            Engine::Memtx => self.pos.memtx = row,
+            Engine::Vinyl => self.pos.vinyl = row,
+        }
+        {
+            let mut s = self.st.lock();
+            s.rows_applied += rows;
+            s.transactions_applied += batch.transactions;
+        }
+        self.ack(&new).await;
+        failpoint::hit("after_ack");
+        Ok(())
+    }
+
+    /// An apply failed: a position mismatch caused by another writer stops
+    /// the replicaset; anything else ends the session (the next one re-reads
+    /// the position from the target).
+    async fn apply_failed(&mut self, e: TargetError) -> End {
+        if let TargetError::Position(msg) = &e
+            && let Ok(now) = self.target.position(&self.source_cluster, self.rs).await
+        {
+            let others = now.other_writers(&self.ctx.writer);
+            let before = self.pos.other_writers(&self.ctx.writer);
+            let intruders: Vec<&String> = others.iter().filter(|w| !before.contains(w)).collect();
+            if !intruders.is_empty() {
+                return End::Fatal(
+                    State::Failed,
+                    format!(
+                        "another destination (writer {intruders:?}) is applying to this target replicaset; stopping this one: {msg}"
+                    ),
+                );
+            }
+        }
+        End::from(e)
+    }
+
+    async fn set_position(&mut self, v: &Vclock) -> Result<(), End> {
+        let empty = Vclock::new();
+        self.target
+            .set_position(&self.meta(Engine::Memtx, &empty, v, false))
+            .await?;
+        self.pos.memtx = Some(self.row(v, false));
+        self.pos.vinyl = Some(self.row(v, false));
+        self.st.lock().applied_vclock = self.pos.current();
+        Ok(())
+    }
+
+    async fn ack(&mut self, committed: &Vclock) {
+        let rs = self.rs.to_owned();
+        {
+            let mut s = self.st.lock();
+            s.applied_vclock = self.pos.current();
+            s.lag_lsn = s
+                .source_vclock
+                .signature()
+                .saturating_sub(s.applied_vclock.signature());
+            metrics::gauge!(m::POSITION_SIGNATURE, m::REPLICASET => rs.clone())
+                .set(s.applied_vclock.signature() as f64);
+            metrics::gauge!(m::LAG_LSN, m::REPLICASET => rs).set(s.lag_lsn as f64);
+        }
+        let msg = v1::DestinationMessage {
+            kind: Some(v1::destination_message::Kind::Ack(v1::Ack {
+                committed: Some(committed.into()),
+            })),
+        };
+        let _ = self.acks.send(msg).await;
+    }
+
+    /// Records the lag; with nothing in flight, persists a skip-only advance
+    /// of the processed watermark in the local progress space.
+    async fn heartbeat(&mut self, hb: v1::Heartbeat) -> Result<(), End> {
+        let source = Vclock::from(hb.source_vclock.unwrap_or_default());
+        {
+            let mut s = self.st.lock();
+            if !source.is_empty() {
+                s.source_vclock = source;
+            }
+            s.lag_seconds = hb.lag_seconds;
+            metrics::gauge!(m::LAG_SECONDS, m::REPLICASET => self.rs.to_owned())
+                .set(hb.lag_seconds);
+        }
+        let processed = Vclock::from(hb.processed.unwrap_or_default());
+        let current = self.pos.current();
+        if self.loading
+            || self.partial.is_some()
+            || !self.pending.is_empty()
+            || processed.le(&current)
+        {
+            return Ok(());
+        }
+        if !current.le(&processed) {
+            warn!(replicaset = %self.rs, %processed, %current, "processed watermark is not ahead of the position");
+            return Ok(());
+        }
+        self.flush().await?;
+        let expected = self
+            .pos
+            .local
+            .as_ref()
+            .map(|r| r.vclock.clone())
+            .unwrap_or_default();
+        self.target
+            .advance_local(&self.meta(Engine::Memtx, &expected, &processed, false))
+            .await?;
+        self.pos.local = Some(self.row(&processed, false));
+        metrics::counter!(m::SKIP_ADVANCES, m::REPLICASET => self.rs.to_owned()).increment(1);
+        self.ack(&processed).await;
+        Ok(())
+    }
+
+    async fn snapshot_begin(&mut self, b: v1::SnapshotBegin) -> Result<(), End> {
+        self.flush().await?;
+        self.source_uuid = b.source_uuid.clone();
+        if b.spaces
+            .iter()
+            .any(|s| self.target.catalog().by_name(s).is_none())
+        {
+            self.target.reload_catalog().await?;
+        }
+        let mut ids = Vec::new();
+        for name in &b.spaces {
+            match self.target.catalog().by_name(name) {
+                Some(s) => ids.push(s.id),
+                None => {
+                    return Err(End::Fatal(
+                        State::Failed,
+                        format!("initial load: space '{name}' is missing on the target"),
+                    ));
+                }
+            }
+        }
+        let empty = Vclock::new();
+        self.target
+            .load_begin(
+                &self.meta(Engine::Memtx, &empty, &empty, true),
+                &ids,
+                b.truncate,
+            )
+            .await?;
+        self.pos.memtx = Some(self.row(&empty, true));
+        self.pos.vinyl = Some(self.row(&empty, true));
+        self.pos.local = None;
+        self.loading = true;
+        failpoint::hit("after_load_begin");
+        info!(replicaset = %self.rs, spaces = ?b.spaces, truncate = b.truncate, "initial load started");
+        set_state(self.st, self.rs, State::Loading, None);
+        Ok(())
+    }
+
+    async fn snapshot_rows(&mut self, r: v1::SnapshotRows) -> Result<(), End> {
+        let rows = map_snapshot(r.rows, self.target.catalog())
+            .map_err(|e| End::Fatal(State::Failed, format!("initial load: {e}")))?;
+        let limits = self.ctx.cfg.batching;
+        for (engine, row) in rows {
+            let bytes = row.tuple.len();
+            if self.pending.must_flush_before(engine, 1, bytes, limits) {
+                self.flush().await?;
+            }
+            self.pending.push(engine, vec![row], bytes, None);
+        }
+        Ok(())
+    }
+
+    async fn snapshot_end(&mut self, e: v1::SnapshotEnd) -> Result<(), End> {
+        self.flush().await?;
+        let v = Vclock::from(e.vclock.unwrap_or_default());
+        self.set_position(&v).await?;
+        self.loading = false;
+        info!(replicaset = %self.rs, rows = e.rows, position = %v, "initial load committed");
+        self.ack(&v).await;
+        set_state(self.st, self.rs, State::Streaming, None);
+        Ok(())
+    }
+}
+
+fn gateway_error(e: v1::StreamError) -> End {
+    use v1::ErrorKind;
+    let kind = ErrorKind::try_from(e.kind).unwrap_or(ErrorKind::Unspecified);
+    let msg = format!("gateway: {}", e.message);
+    match kind {
+        ErrorKind::WalGap => End::Fatal(State::Gapped, msg),
+        ErrorKind::Diverged => End::Fatal(State::Diverged, msg),
+        ErrorKind::SourceMismatch | ErrorKind::UnknownSpace => End::Fatal(State::Failed, msg),
+        ErrorKind::Stopped
+        | ErrorKind::Unavailable
+        | ErrorKind::Internal
+        | ErrorKind::Unspecified => End::Retry(msg),
+    }
+}

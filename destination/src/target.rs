@@ -1,0 +1,419 @@
+//! The target replicaset: its single writable instance, the tcf functions
+//! installed there, the stored position and the schema.
+
+use bytes::Bytes;
+use rmpv::Value;
+use tcf_iproto::{
+    ConnectOptions, Connection, Error as IprotoError, Vclock, consts::request, msgpack::write,
+    schema::Catalog, vote,
+};
+use uuid::Uuid;
+
+/// The Lua functions installed on the target (versioned by name).
+const LUA: &str = include_str!("../lua/tcf_v1.lua");
+/// The version `tcf_v1_ensure` must report.
+const LUA_VERSION: u64 = 1;
+
+/// A failure talking to the target.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TargetError {
+    /// No instance is writable (or none answers).
+    #[error("no writable instance among {0:?}")]
+    NoMaster(Vec<String>),
+    /// More than one writable instance: refuse to write.
+    #[error("more than one writable instance: {0:?}")]
+    TwoMasters(Vec<String>),
+    /// The stored position differs from what the batch expects (a retry of
+    /// a batch that committed, or another destination writing).
+    #[error("position mismatch: {0}")]
+    Position(String),
+    /// The stream comes from another source replicaset than the stored one.
+    #[error("source mismatch: {0}")]
+    Source(String),
+    /// A target space is not empty before an initial load.
+    #[error("{0}")]
+    NonEmpty(String),
+    /// The target's schema does not allow the apply.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// Any other error of the target.
+    #[error("target {uri}: {source}")]
+    Iproto {
+        /// The instance.
+        uri: String,
+        /// The cause.
+        #[source]
+        source: IprotoError,
+    },
+}
+
+impl TargetError {
+    fn from_call(uri: &str, e: IprotoError) -> Self {
+        if let IprotoError::Server(s) = &e {
+            for (prefix, make) in [
+                (
+                    "tcf_position: ",
+                    TargetError::Position as fn(String) -> TargetError,
+                ),
+                ("tcf_source: ", TargetError::Source),
+                ("tcf_nonempty: ", TargetError::NonEmpty),
+                ("tcf_schema: ", TargetError::Schema),
+            ] {
+                if let Some(rest) = s.message.strip_prefix(prefix) {
+                    return make(rest.to_owned());
+                }
+            }
+        }
+        TargetError::Iproto {
+            uri: uri.to_owned(),
+            source: e,
+        }
+    }
+}
+
+/// Picks the single writable instance (IPROTO_VOTE: not read-only).
+pub(crate) async fn find_master(
+    instances: &[String],
+    opts: &ConnectOptions,
+) -> Result<String, TargetError> {
+    let asks = instances
+        .iter()
+        .map(|uri| async move { (uri.clone(), vote(uri, opts).await) });
+    let writable: Vec<String> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|(uri, b)| b.ok().filter(|b| !b.is_ro).map(|_| uri))
+        .collect();
+    match writable.len() {
+        1 => Ok(writable.into_iter().next().unwrap_or_default()),
+        0 => Err(TargetError::NoMaster(instances.to_vec())),
+        _ => Err(TargetError::TwoMasters(writable)),
+    }
+}
+
+/// One stored progress row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ProgressRow {
+    pub(crate) vclock: Vclock,
+    pub(crate) source_uuid: String,
+    pub(crate) state: String,
+    pub(crate) writer: String,
+}
+
+/// The three progress rows of a replicaset (see `docs/progress.md`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Position {
+    pub(crate) memtx: Option<ProgressRow>,
+    pub(crate) vinyl: Option<ProgressRow>,
+    pub(crate) local: Option<ProgressRow>,
+}
+
+impl Position {
+    fn rows(&self) -> impl Iterator<Item = &ProgressRow> {
+        [&self.memtx, &self.vinyl, &self.local]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Whether anything is stored.
+    pub(crate) fn exists(&self) -> bool {
+        self.rows().next().is_some()
+    }
+
+    /// The position: the component-wise maximum of the rows.
+    pub(crate) fn current(&self) -> Vclock {
+        let mut v = Vclock::new();
+        for r in self.rows() {
+            v.merge(&r.vclock);
+        }
+        v
+    }
+
+    /// An initial load began and did not finish.
+    pub(crate) fn loading(&self) -> bool {
+        self.rows().any(|r| r.state == "loading")
+    }
+
+    /// The stored source replicaset UUID, if any.
+    pub(crate) fn source_uuid(&self) -> Option<&str> {
+        self.rows()
+            .map(|r| r.source_uuid.as_str())
+            .find(|u| !u.is_empty())
+    }
+
+    /// The vclock stored in one engine's row (empty when absent).
+    pub(crate) fn of(&self, engine: Engine) -> Vclock {
+        let row = match engine {
+            Engine::Memtx => &self.memtx,
+            Engine::Vinyl => &self.vinyl,
+        };
+        row.as_ref().map(|r| r.vclock.clone()).unwrap_or_default()
+    }
+
+    /// Writers other than `me` found in the rows.
+    pub(crate) fn other_writers(&self, me: &str) -> Vec<String> {
+        self.rows()
+            .map(|r| r.writer.clone())
+            .filter(|w| !w.is_empty() && w != me)
+            .collect()
+    }
+}
+
+/// The storage engine of a batch (2.6 refuses a transaction using both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Engine {
+    Memtx,
+    Vinyl,
+}
+
+impl Engine {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Memtx => "memtx",
+            Self::Vinyl => "vinyl",
+        }
+    }
+}
+
+/// One row to apply: the source row with the space mapped to the target id.
+#[derive(Debug, Clone)]
+pub(crate) struct ApplyRow {
+    pub(crate) op: i32,
+    pub(crate) space_id: u32,
+    pub(crate) index_id: u32,
+    pub(crate) index_base: u32,
+    pub(crate) key: Bytes,
+    pub(crate) tuple: Bytes,
+    pub(crate) ops: Bytes,
+}
+
+/// What the apply function checks and writes with the data.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta<'a> {
+    pub(crate) cluster: &'a str,
+    pub(crate) replicaset: &'a str,
+    pub(crate) engine: Engine,
+    pub(crate) expected: &'a Vclock,
+    pub(crate) new: &'a Vclock,
+    pub(crate) source_uuid: &'a str,
+    pub(crate) loading: bool,
+    pub(crate) destination: &'a str,
+    pub(crate) writer: &'a str,
+}
+
+/// A connection to the target's writable instance with tcf's functions installed.
+pub(crate) struct Target {
+    conn: Connection,
+    uri: String,
+    uuid: Uuid,
+    catalog: Catalog,
+}
+
+impl Target {
+    /// Connects to `uri`, installs the functions, creates the progress spaces
+    /// if missing and reads the schema.
+    pub(crate) async fn connect(uri: &str, opts: &ConnectOptions) -> Result<Self, TargetError> {
+        let err = |e| TargetError::Iproto {
+            uri: uri.to_owned(),
+            source: e,
+        };
+        let conn = Connection::connect(uri, opts).await.map_err(err)?;
+        conn.eval(LUA, &[][..] as &[Value])
+            .await
+            .map_err(|e| TargetError::from_call(uri, e))?;
+        let v = conn
+            .call("tcf_v1_ensure", &[][..] as &[Value])
+            .await
+            .map_err(|e| TargetError::from_call(uri, e))?;
+        let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
+        if version != Some(LUA_VERSION) {
+            return Err(TargetError::Schema(format!(
+                "tcf functions report version {version:?}, expected {LUA_VERSION}"
+            )));
+        }
+        let u = conn
+            .eval("return box.info.cluster.uuid", &[][..] as &[Value])
+            .await
+            .map_err(err)?;
+        let uuid = u
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| TargetError::Schema("no replicaset uuid".into()))?;
+        let catalog = Catalog::load(&conn)
+            .await
+            .map_err(|e| TargetError::Schema(e.to_string()))?;
+        Ok(Self {
+            conn,
+            uri: uri.to_owned(),
+            uuid,
+            catalog,
+        })
+    }
+
+    /// The target replicaset's UUID.
+    pub(crate) fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The target's spaces.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Reads the schema again (after a missing space was reported).
+    pub(crate) async fn reload_catalog(&mut self) -> Result<(), TargetError> {
+        self.catalog = Catalog::load(&self.conn)
+            .await
+            .map_err(|e| TargetError::Schema(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The stored position of `(cluster, replicaset)`.
+    pub(crate) async fn position(
+        &self,
+        cluster: &str,
+        replicaset: &str,
+    ) -> Result<Position, TargetError> {
+        let args = [Value::from(cluster), Value::from(replicaset)];
+        let v = self
+            .conn
+            .call("tcf_v1_position", &args[..])
+            .await
+            .map_err(|e| TargetError::from_call(&self.uri, e))?;
+        let mut pos = Position::default();
+        let Some(Value::Map(rows)) = v.as_array().and_then(|a| a.first()).cloned() else {
+            return Ok(pos);
+        };
+        for (kind, row) in rows {
+            let f = row.as_array().cloned().unwrap_or_default();
+            let mut vclock = Vclock::new();
+            if let Some(Value::Map(m)) = f.first() {
+                for (id, lsn) in m {
+                    if let (Some(id), Some(lsn)) = (id.as_u64(), lsn.as_u64()) {
+                        vclock.set(u32::try_from(id).unwrap_or(u32::MAX), lsn);
+                    }
+                }
+            }
+            let s = |i: usize| {
+                f.get(i)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let r = ProgressRow {
+                vclock,
+                source_uuid: s(1),
+                state: s(2),
+                writer: s(3),
+            };
+            match kind.as_str() {
+                Some("memtx") => pos.memtx = Some(r),
+                Some("vinyl") => pos.vinyl = Some(r),
+                Some("local") => pos.local = Some(r),
+                _ => {}
+            }
+        }
+        Ok(pos)
+    }
+
+    async fn call_raw(
+        &self,
+        function: &str,
+        args: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), TargetError> {
+        self.conn
+            .request_with(request::CALL, None, |o| {
+                write::map_len(o, 2);
+                write::uint(o, u64::from(tcf_iproto::consts::key::FUNCTION_NAME));
+                write::str(o, function);
+                write::uint(o, u64::from(tcf_iproto::consts::key::TUPLE));
+                args(o);
+            })
+            .await
+            .map(drop)
+            .map_err(|e| TargetError::from_call(&self.uri, e))
+    }
+
+    /// Applies `rows` and the progress row in one target transaction.
+    pub(crate) async fn apply(&self, m: &Meta<'_>, rows: &[ApplyRow]) -> Result<(), TargetError> {
+        self.call_raw("tcf_v1_apply", |o| {
+            write::array_len(o, 2);
+            write_meta(o, m);
+            write::array_len(o, rows.len() as u32);
+            for r in rows {
+                write::array_len(o, 7);
+                write::int(o, i64::from(r.op));
+                write::uint(o, u64::from(r.space_id));
+                write::uint(o, u64::from(r.index_id));
+                write::uint(o, u64::from(r.index_base));
+                write::bin(o, &r.key);
+                write::bin(o, &r.tuple);
+                write::bin(o, &r.ops);
+            }
+        })
+        .await
+    }
+
+    /// Persists a skip-only advance in the local progress space.
+    pub(crate) async fn advance_local(&self, m: &Meta<'_>) -> Result<(), TargetError> {
+        self.call_raw("tcf_v1_advance_local", |o| {
+            write::array_len(o, 1);
+            write_meta(o, m);
+        })
+        .await
+    }
+
+    /// Starts an initial load of `spaces` (target ids).
+    pub(crate) async fn load_begin(
+        &self,
+        m: &Meta<'_>,
+        spaces: &[u32],
+        truncate: bool,
+    ) -> Result<(), TargetError> {
+        self.call_raw("tcf_v1_load_begin", |o| {
+            write::array_len(o, 3);
+            write_meta(o, m);
+            write::array_len(o, spaces.len() as u32);
+            for s in spaces {
+                write::uint(o, u64::from(*s));
+            }
+            write::bool(o, truncate);
+        })
+        .await
+    }
+
+    /// Records `m.new` as the position of every engine row, state streaming.
+    pub(crate) async fn set_position(&self, m: &Meta<'_>) -> Result<(), TargetError> {
+        self.call_raw("tcf_v1_set_position", |o| {
+            write::array_len(o, 1);
+            write_meta(o, m);
+        })
+        .await
+    }
+}
+
+fn write_vclock(o: &mut Vec<u8>, v: &Vclock) {
+    v.encode(o);
+}
+
+fn write_meta(o: &mut Vec<u8>, m: &Meta<'_>) {
+    write::map_len(o, 9);
+    for (k, v) in [
+        ("cluster", m.cluster),
+        ("rs", m.replicaset),
+        ("engine", m.engine.name()),
+        ("source_uuid", m.source_uuid),
+        ("state", if m.loading { "loading" } else { "streaming" }),
+        ("destination", m.destination),
+        ("writer", m.writer),
+    ] {
+        write::str(o, k);
+        write::str(o, v);
+    }
+    write::str(o, "expected");
+    write_vclock(o, m.expected);
+    write::str(o, "new");
+    write_vclock(o, m.new);
+}
