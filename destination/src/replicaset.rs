@@ -477,7 +477,7 @@ impl<'a> Session<'a> {
             )
             .await;
         if let Err(e) = result {
-            return Err(self.apply_failed(e).await);
+            return Err(self.apply_failed(e, Some(batch.engine)).await);
         }
         metrics::histogram!(m::APPLY_SECONDS, m::REPLICASET => self.rs.to_owned())
             .record(started.elapsed().as_secs_f64());
@@ -510,21 +510,29 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// An apply failed: a position mismatch caused by another writer stops
-    /// the replicaset; anything else ends the session (the next one re-reads
-    /// the position from the target).
-    async fn apply_failed(&mut self, e: TargetError) -> End {
+    /// An apply failed. A position mismatch whose row another writer
+    /// changed since this session read it means another destination applies
+    /// to this target: this one stops. A mismatch left by this process (a
+    /// commit whose answer was lost) and any other error end the session;
+    /// the next one re-reads the position from the target.
+    async fn apply_failed(&mut self, e: TargetError, engine: Option<Engine>) -> End {
         if let TargetError::Position(msg) = &e
             && let Ok(now) = self.target.position(&self.source_cluster, self.rs).await
         {
-            let others = now.other_writers(&self.ctx.writer);
-            let before = self.pos.other_writers(&self.ctx.writer);
-            let intruders: Vec<&String> = others.iter().filter(|w| !before.contains(w)).collect();
-            if !intruders.is_empty() {
+            let row = match engine {
+                Some(Engine::Memtx) => &now.memtx,
+                Some(Engine::Vinyl) => &now.vinyl,
+                None => &now.local,
+            };
+            if let Some(row) = row
+                && !row.writer.is_empty()
+                && row.writer != self.ctx.writer
+            {
                 return End::Fatal(
                     State::Failed,
                     format!(
-                        "another destination (writer {intruders:?}) is applying to this target replicaset; stopping this one: {msg}"
+                        "another destination (writer {}) is applying to this target replicaset; stopping this one: {msg}",
+                        row.writer
                     ),
                 );
             }
@@ -590,16 +598,19 @@ impl<'a> Session<'a> {
             warn!(replicaset = %self.rs, %processed, %current, "processed watermark is not ahead of the position");
             return Ok(());
         }
-        self.flush().await?;
         let expected = self
             .pos
             .local
             .as_ref()
             .map(|r| r.vclock.clone())
             .unwrap_or_default();
-        self.target
+        if let Err(e) = self
+            .target
             .advance_local(&self.meta(Engine::Memtx, &expected, &processed, false))
-            .await?;
+            .await
+        {
+            return Err(self.apply_failed(e, None).await);
+        }
         self.pos.local = Some(self.row(&processed, false));
         metrics::counter!(m::SKIP_ADVANCES, m::REPLICASET => self.rs.to_owned()).increment(1);
         self.ack(&processed).await;

@@ -69,15 +69,27 @@ impl RunningDestination {
         targets: &[(&str, Vec<String>)],
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_pool(&[gateway], target_cluster, targets, extra).await
+    }
+
+    /// Like [`RunningDestination::start`] with a pool of gateways (sharing
+    /// the first one's certificates).
+    pub async fn start_pool(
+        gateways: &[&RunningGateway],
+        target_cluster: &str,
+        targets: &[(&str, Vec<String>)],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let gateway = *gateways.first().context("no gateway")?;
         let process = TcfProcess::new("tcf-destination")?;
         let port = PortLease::allocate()?;
         let http_addr = format!("127.0.0.1:{}", port.port());
         let mut y =
             format!("destination:\n  alias: test-destination\n  cluster: {target_cluster}\n");
-        y.push_str(&format!(
-            "  gateways: [{{address: \"{}\"}}]\n",
-            gateway.grpc_addr
-        ));
+        y.push_str("  gateways:\n");
+        for g in gateways {
+            y.push_str(&format!("    - {{address: \"{}\"}}\n", g.grpc_addr));
+        }
         match &gateway.certs {
             Some(c) => {
                 let d = cert(c, "destination")?;
@@ -237,4 +249,183 @@ pub async fn wait_equal(a: &Tarantool, b: &Tarantool, spaces: &[&str]) -> anyhow
     })
     .await
     .context("clusters differ")
+}
+
+// ---------------------------------------------------------------------------
+// Helpers of the crash and switch tests (`federation_crash`, `federation_switch`).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+/// The replicated spaces compared by [`Federation::wait_equal`].
+pub const REPLICATED_SPACES: [&str; 4] = ["test", "counters", "vtest", "stest"];
+
+/// How many rows `counters` holds for a [`Writer`] (ids `1..=COUNTERS`).
+pub const COUNTERS: u64 = 10;
+
+impl RunningDestination {
+    /// Starts the process again with the same config (after a kill or an
+    /// exit) and waits until its HTTP API answers.
+    pub async fn respawn(&self) -> anyhow::Result<()> {
+        self.process.spawn()?;
+        self.process.wait_http(&self.http_addr, "/metrics").await
+    }
+
+    /// `SIGKILL`, then [`RunningDestination::respawn`].
+    pub async fn kill9_and_respawn(&self) -> anyhow::Result<()> {
+        self.process.kill9()?;
+        self.respawn().await
+    }
+
+    /// `(state, last_error)` of replicaset `rs`.
+    pub async fn rs_state(&self, rs: &str) -> anyhow::Result<(String, Option<String>)> {
+        let s = self.status().await?;
+        let r = &s["replicasets"][rs];
+        let state = r["state"]
+            .as_str()
+            .with_context(|| format!("no state of {rs} in {s}"))?
+            .to_owned();
+        Ok((state, r["last_error"].as_str().map(str::to_owned)))
+    }
+}
+
+impl RunningGateway {
+    /// `SIGKILL`, then starts it again with the same config and waits until
+    /// its HTTP API answers.
+    pub async fn kill9_and_respawn(&self) -> anyhow::Result<()> {
+        self.process.kill9()?;
+        self.process.spawn()?;
+        self.process.wait_http(&self.http_addr, "/metrics").await
+    }
+
+    /// The source instance the gateway reads for replicaset `rs`, if any.
+    pub async fn instance(&self, rs: &str) -> anyhow::Result<Option<String>> {
+        let s = self.status().await?;
+        Ok(s["replicasets"][rs]["instance"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until the gateway reads `uri` for replicaset `rs`.
+    pub async fn wait_instance(&self, rs: &str, uri: &str) -> anyhow::Result<()> {
+        let what = format!("gateway to read {uri} for {rs}");
+        wait_until(&what, crate::DEFAULT_DEADLINE, || async {
+            match self.instance(rs).await {
+                Ok(Some(i)) if i == uri => crate::Outcome::Ready(()),
+                Ok(other) => crate::Outcome::Pending(format!("reads {other:?}")),
+                Err(e) => crate::Outcome::Pending(format!("{e:#}")),
+            }
+        })
+        .await
+    }
+}
+
+/// The number of tuples in `space`.
+pub async fn count(t: &Tarantool, space: &str) -> anyhow::Result<u64> {
+    let v = t
+        .eval1("return box.space[...]:count()", &[space.into()])
+        .await?;
+    v.as_u64().with_context(|| format!("count of {space}: {v}"))
+}
+
+/// Waits until `space` on `t` holds at least `at_least` tuples.
+pub async fn wait_count(t: &Tarantool, space: &str, at_least: u64) -> anyhow::Result<()> {
+    let what = format!("{space} on {} to hold {at_least} tuples", t.uri());
+    wait_until(&what, Duration::from_secs(120), || async {
+        match count(t, space).await {
+            Ok(n) if n >= at_least => crate::Outcome::Ready(()),
+            Ok(n) => crate::Outcome::Pending(format!("{n} tuples")),
+            Err(e) => crate::Outcome::Pending(format!("{e:#}")),
+        }
+    })
+    .await
+}
+
+/// Waits until `space` on `t` holds `more` tuples more than now.
+pub async fn wait_growth(t: &Tarantool, space: &str, more: u64) -> anyhow::Result<()> {
+    let now = count(t, space).await?;
+    wait_count(t, space, now + more).await
+}
+
+/// Inserts the [`COUNTERS`] rows `{id, 0}` into `counters` (one transaction).
+pub async fn insert_counters(t: &Tarantool) -> anyhow::Result<()> {
+    t.eval(
+        "box.begin() for i = 1, ... do box.space.counters:insert{i, 0} end box.commit()",
+        &[COUNTERS.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The sum of field 2 of every `counters` tuple.
+pub async fn counters_sum(t: &Tarantool) -> anyhow::Result<u64> {
+    let v = t
+        .eval1(
+            "local s = 0 for _, t in box.space.counters:pairs() do s = s + t[2] end return s",
+            &[],
+        )
+        .await?;
+    v.as_u64().with_context(|| format!("sum of counters: {v}"))
+}
+
+/// A background writer: transaction `k` (from 0) inserts
+/// `{first_id + k, 'w', k}` into `test` and adds 1 to `counters` row
+/// `(first_id + k) % COUNTERS + 1`, in one transaction. Each transaction is
+/// distinct (a second apply of it fails as a duplicate insert) and the sum
+/// of the counters counts the transactions exactly.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+}
+
+impl Writer {
+    /// Starts writing to `t` (whose `counters` holds the [`COUNTERS`] rows),
+    /// one transaction per `pace`, until [`Writer::stop`] and at least `min`
+    /// transactions.
+    pub async fn start(
+        t: &Tarantool,
+        first_id: u64,
+        min: u64,
+        pace: Duration,
+    ) -> anyhow::Result<Self> {
+        let conn = t.admin().await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let (stop2, done2) = (Arc::clone(&stop), Arc::clone(&done));
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(pace);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut k = 0u64;
+            while k < min || !stop2.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let id = first_id + k;
+                let args = [Value::from(id), Value::from(id % COUNTERS + 1), k.into()];
+                conn.eval(
+                    "local id, c, k = ... box.begin() \
+                     box.space.test:insert{id, 'w', k} \
+                     box.space.counters:update(c, {{'+', 2, 1}}) box.commit()",
+                    &args[..],
+                )
+                .await
+                .with_context(|| format!("writer transaction {k} (id {id})"))?;
+                k += 1;
+                done2.store(k, Ordering::Relaxed);
+            }
+            Ok(k)
+        });
+        Ok(Self { stop, done, task })
+    }
+
+    /// Transactions committed so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Stops after at least `min` transactions; returns how many committed.
+    pub async fn stop(self) -> anyhow::Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.context("writer task")?
+    }
 }

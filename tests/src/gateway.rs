@@ -31,6 +31,8 @@ pub struct GatewayOptions {
     /// Extra lines appended to the `gateway:` section (indented by the caller
     /// with two spaces), e.g. `"  on_wal_gap: resync"`.
     pub extra: Vec<String>,
+    /// Certificates to reuse (another gateway's), instead of a new CA.
+    pub certs: Option<DevCerts>,
 }
 
 impl Default for GatewayOptions {
@@ -39,6 +41,7 @@ impl Default for GatewayOptions {
             cluster: "A".into(),
             tls: true,
             extra: Vec::new(),
+            certs: None,
         }
     }
 }
@@ -69,13 +72,13 @@ impl RunningGateway {
         let (grpc, httpp) = (PortLease::allocate()?, PortLease::allocate()?);
         let grpc_addr = format!("127.0.0.1:{}", grpc.port());
         let http_addr = format!("127.0.0.1:{}", httpp.port());
-        let certs = if opts.tls {
-            Some(devcerts::generate(
+        let certs = match (opts.tls, opts.certs) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c),
+            (true, None) => Some(devcerts::generate(
                 &process.dir().join("certs"),
                 &["gateway", "destination", "intruder"],
-            )?)
-        } else {
-            None
+            )?),
         };
         std::fs::write(process.dir().join("admin.token"), ADMIN_TOKEN)?;
         let mut y = String::from("gateway:\n  alias: test-gateway\n");
