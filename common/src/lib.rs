@@ -19,6 +19,7 @@ pub mod control;
 #[cfg(any(feature = "devcerts", test))]
 pub mod devcerts;
 pub mod http;
+pub mod http_client;
 pub mod metrics;
 pub mod telemetry;
 pub mod tls;

@@ -57,7 +57,7 @@ pub struct Destination {
     ctx: Arc<Ctx>,
     status: Registry,
     control: Control,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Destination {
@@ -79,24 +79,26 @@ impl Destination {
         }
     }
 
+    /// Starts the loop of every replicaset that is not running (never
+    /// started, stopped, or ended by a fatal error).
     fn spawn_all(&self) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         for rs in self.cfg.replicasets.keys() {
-            if running.contains_key(rs) {
+            if running.get(rs).is_some_and(|(_, h)| !h.is_finished()) {
                 continue;
             }
             let Some(cell) = self.status.get(rs).cloned() else {
                 continue;
             };
             let token = CancellationToken::new();
-            running.insert(rs.clone(), token.clone());
             cell.lock().state = State::Connecting;
-            tokio::spawn(replicaset::run(
+            let handle = tokio::spawn(replicaset::run(
                 Arc::clone(&self.ctx),
                 rs.clone(),
                 cell,
-                token,
+                token.clone(),
             ));
+            running.insert(rs.clone(), (token, handle));
         }
     }
 
@@ -106,7 +108,7 @@ impl Destination {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
-            .map(|(_, t)| t)
+            .map(|(_, (t, _))| t)
             .collect();
         for t in tokens {
             t.cancel();
@@ -117,8 +119,7 @@ impl Destination {
     pub fn set_running(&self, run: bool, term: Option<u64>) -> Result<(), StaleTerm> {
         self.control.set(run, term)?;
         if run {
-            // Loops that ended on a fatal error are started again.
-            self.stop_all();
+            // Running loops go on; loops that ended (a fatal error) start again.
             self.spawn_all();
         } else {
             self.stop_all();

@@ -40,6 +40,14 @@ pub fn cluster_options(cluster: &str, rs: &str) -> TarantoolOptions {
     crate::init_tracing();
     let mut o = TarantoolOptions::new(format!("{cluster}-{rs}"))
         .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
+        .user(
+            UserSpec::new(crate::worker::APP_USER, crate::worker::APP_PASSWORD)
+                .grant(Grant::Universe(Privileges::READ_WRITE)),
+        )
+        .user(
+            UserSpec::new(crate::worker::ADMIN_USER, crate::worker::ADMIN_PASSWORD)
+                .grant(Grant::super_role()),
+        )
         .bootstrap_lua(format!(
             "box.schema.user.grant('{REPL_USER}', 'write,execute,create', 'universe')"
         ))
@@ -141,7 +149,7 @@ impl RunningDestination {
         if r.status != 200 {
             bail!("status answered {}: {}", r.status, r.body);
         }
-        r.json()
+        http::json(&r)
     }
 
     /// Waits until replicaset `rs` reports `state`; returns its status.
@@ -347,32 +355,72 @@ pub async fn wait_growth(t: &Tarantool, space: &str, more: u64) -> anyhow::Resul
     wait_count(t, space, now + more).await
 }
 
-/// Inserts the [`COUNTERS`] rows `{id, 0}` into `counters` (one transaction).
+/// Inserts the [`COUNTERS`] rows `{id, 0}` into `counters` (one memtx
+/// transaction) and the vinyl counter `{0, 0}` into `vtest` (another).
 pub async fn insert_counters(t: &Tarantool) -> anyhow::Result<()> {
     t.eval(
-        "box.begin() for i = 1, ... do box.space.counters:insert{i, 0} end box.commit()",
+        "box.begin() for i = 1, ... do box.space.counters:insert{i, 0} end box.commit() \
+         box.space.vtest:insert{0, 0}",
         &[COUNTERS.into()],
     )
     .await?;
     Ok(())
 }
 
-/// The sum of field 2 of every `counters` tuple.
-pub async fn counters_sum(t: &Tarantool) -> anyhow::Result<u64> {
+/// One writer transaction `(id, k, COUNTERS)`: every 4th id is a vinyl
+/// transaction (Tarantool 2.6 refuses memtx and vinyl in one), which inserts
+/// `{id, k}` into `vtest` and adds 1 to the vinyl counter `vtest[0]`; the
+/// others insert `{id, 'w', k}` into `test` and add 1 to `counters` row
+/// `id % COUNTERS + 1`.
+const WRITER_TX_LUA: &str = "local function tcf_test_tx(id, k, counters) \
+     if id % 4 == 0 then \
+       box.begin() box.space.vtest:insert{id, k} \
+       box.space.vtest:update(0, {{'+', 2, 1}}) box.commit() \
+     else \
+       box.begin() box.space.test:insert{id, 'w', k} \
+       box.space.counters:update(id % counters + 1, {{'+', 2, 1}}) box.commit() \
+     end \
+   end ";
+
+/// What the writer transactions left on an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// The sum of every counter (memtx `counters` and the vinyl `vtest[0]`):
+    /// one per transaction applied.
+    pub increments: u64,
+    /// Rows inserted by the transactions (`test` plus `vtest` without its
+    /// counter): one per transaction.
+    pub rows: u64,
+}
+
+/// The [`Tally`] of `t`. After `n` writer transactions applied exactly
+/// once, both numbers are `n`.
+pub async fn tally(t: &Tarantool) -> anyhow::Result<Tally> {
     let v = t
-        .eval1(
-            "local s = 0 for _, t in box.space.counters:pairs() do s = s + t[2] end return s",
+        .eval(
+            "local s = 0 for _, t in box.space.counters:pairs() do s = s + t[2] end \
+             local v = box.space.vtest:get{0} \
+             return s + (v and v[2] or 0), \
+                    box.space.test:count() + box.space.vtest:count() - (v and 1 or 0)",
             &[],
         )
         .await?;
-    v.as_u64().with_context(|| format!("sum of counters: {v}"))
+    let a = v.as_array().with_context(|| format!("tally: {v}"))?;
+    let n = |i: usize| {
+        a.get(i)
+            .and_then(Value::as_u64)
+            .with_context(|| format!("tally: {v}"))
+    };
+    Ok(Tally {
+        increments: n(0)?,
+        rows: n(1)?,
+    })
 }
 
-/// A background writer: transaction `k` (from 0) inserts
-/// `{first_id + k, 'w', k}` into `test` and adds 1 to `counters` row
-/// `(first_id + k) % COUNTERS + 1`, in one transaction. Each transaction is
-/// distinct (a second apply of it fails as a duplicate insert) and the sum
-/// of the counters counts the transactions exactly.
+/// A background writer of transactions `k = 0, 1, ...` with ids
+/// `first_id + k` (see `WRITER_TX_LUA`: memtx, every 4th vinyl). Each
+/// transaction is distinct (a second apply of it fails as a duplicate
+/// insert) and adds exactly 1 to the [`Tally`].
 #[derive(Debug)]
 pub struct Writer {
     stop: Arc<AtomicBool>,
@@ -381,9 +429,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts writing to `t` (whose `counters` holds the [`COUNTERS`] rows),
-    /// one transaction per `pace`, until [`Writer::stop`] and at least `min`
-    /// transactions.
+    /// Starts writing to `t` (after [`insert_counters`]), one transaction
+    /// per `pace`, until [`Writer::stop`] and at least `min` transactions.
     pub async fn start(
         t: &Tarantool,
         first_id: u64,
@@ -394,6 +441,7 @@ impl Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let (stop2, done2) = (Arc::clone(&stop), Arc::clone(&done));
+        let lua = format!("{WRITER_TX_LUA} tcf_test_tx(...)");
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(pace);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -401,15 +449,10 @@ impl Writer {
             while k < min || !stop2.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let id = first_id + k;
-                let args = [Value::from(id), Value::from(id % COUNTERS + 1), k.into()];
-                conn.eval(
-                    "local id, c, k = ... box.begin() \
-                     box.space.test:insert{id, 'w', k} \
-                     box.space.counters:update(c, {{'+', 2, 1}}) box.commit()",
-                    &args[..],
-                )
-                .await
-                .with_context(|| format!("writer transaction {k} (id {id})"))?;
+                let args = [Value::from(id), k.into(), COUNTERS.into()];
+                conn.eval(&lua, &args[..])
+                    .await
+                    .with_context(|| format!("writer transaction {k} (id {id})"))?;
                 k += 1;
                 done2.store(k, Ordering::Relaxed);
             }
@@ -428,4 +471,43 @@ impl Writer {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.context("writer task")?
     }
+}
+
+impl Federation {
+    /// [`Federation::start`] with gateway options (e.g. a small queue).
+    pub async fn start_with(
+        replicas: usize,
+        gateway: GatewayOptions,
+        dest_extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let a = cluster_options("a", "rs1")
+            .replicas(replicas)
+            .start_replicaset()
+            .await?;
+        let b = cluster_options("b", "rs1")
+            .replicas(replicas)
+            .start_replicaset()
+            .await?;
+        let gateway = RunningGateway::start(&[("rs1", a.uris())], gateway).await?;
+        let destination =
+            RunningDestination::start(&gateway, "B", &[("rs1", b.uris())], dest_extra).await?;
+        Ok(Self {
+            a,
+            b,
+            gateway,
+            destination,
+        })
+    }
+}
+
+/// `n` writer transactions (ids from `first_id`, as a [`Writer`]'s) in one
+/// Lua loop on `t`: a burst, much faster than the stream applies it.
+pub async fn write_burst(t: &Tarantool, first_id: u64, n: u64) -> anyhow::Result<()> {
+    let lua = format!(
+        "{WRITER_TX_LUA} local first, n, counters = ... \
+         for k = 0, n - 1 do tcf_test_tx(first + k, k, counters) end"
+    );
+    t.eval(&lua, &[first_id.into(), n.into(), COUNTERS.into()])
+        .await?;
+    Ok(())
 }

@@ -153,7 +153,7 @@ impl RunningGateway {
         if r.status != 200 {
             bail!("status answered {}: {}", r.status, r.body);
         }
-        r.json()
+        http::json(&r)
     }
 }
 

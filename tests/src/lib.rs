@@ -76,6 +76,7 @@ pub mod users;
 pub mod value;
 pub mod vclock;
 pub mod wait;
+pub mod worker;
 
 pub use etcd::Etcd;
 pub use nix::sys::signal::Signal;

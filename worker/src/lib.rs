@@ -1,1 +1,328 @@
-//! `tcf-worker`: not built yet; see the project's issues and `docs/`.
+//! `tcf-worker`: tells load balancers which cluster is active, keeps the
+//! federation's state in etcd, fences the passive cluster, runs planned
+//! switchovers and drives the replicators.
+//!
+//! Every decision is taken from state freshly read from etcd; statuses and
+//! the term change only through etcd transactions that compare revisions, so
+//! the store never holds two actives. See `docs/worker.md` and
+//! `docs/state.md`.
+
+pub mod config;
+mod fence;
+mod http;
+mod metrics;
+mod replicators;
+pub mod store;
+mod switch;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+pub use config::{Config, Status};
+use store::{FedState, Store, StoreError, SwitchRecord};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Why the worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `initial_status` contradicts the state still at its bootstrap term.
+    #[error(
+        "initial_status '{configured}' of cluster {cluster} contradicts the federation state in etcd ({stored} at term 0); fix the config or the state"
+    )]
+    Contradiction {
+        /// This cluster.
+        cluster: String,
+        /// What the config says.
+        configured: &'static str,
+        /// What etcd holds.
+        stored: &'static str,
+    },
+    /// etcd failed at start.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The HTTP server failed.
+    #[error(transparent)]
+    Http(#[from] tcf_common::http::HttpError),
+}
+
+/// What this worker last saw and did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct View {
+    pub(crate) state: Option<FedState>,
+    pub(crate) state_rev: i64,
+    pub(crate) switch: Option<SwitchRecord>,
+    pub(crate) switch_rev: i64,
+    pub(crate) confirmed_at: Option<Instant>,
+    pub(crate) etcd_error: Option<String>,
+    /// `(fenced, term)` as last applied to this cluster.
+    pub(crate) fence: Option<(bool, u64)>,
+    pub(crate) fence_error: Option<String>,
+    pub(crate) switch_error: Option<String>,
+    pub(crate) replicator_error: Option<String>,
+}
+
+/// A running worker.
+pub struct Worker {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) store: Store,
+    pub(crate) id: String,
+    view: Mutex<View>,
+}
+
+impl Worker {
+    pub(crate) fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state, when confirmed from etcd within `fencing_timeout`.
+    pub(crate) fn confirmed_state(&self) -> Result<FedState, String> {
+        let v = self.view();
+        let fresh = v
+            .confirmed_at
+            .is_some_and(|t| t.elapsed() < self.cfg.coordinator.fencing_timeout);
+        match (&v.state, fresh) {
+            (Some(s), true) => Ok(s.clone()),
+            (_, false) => Err(format!(
+                "state not confirmed from etcd for {:?}: {}",
+                self.cfg.coordinator.fencing_timeout,
+                v.etcd_error
+                    .clone()
+                    .unwrap_or_else(|| "no answer yet".into())
+            )),
+            (None, true) => Err("no federation state in etcd".into()),
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let (state, state_rev) = self.store.state().await?;
+        let (switch, switch_rev) = self.store.switch().await?;
+        let mut v = self.view();
+        if let Some(s) = &state {
+            ::metrics::gauge!(metrics::TERM).set(s.term as f64);
+            let code = match s.status(&self.cfg.cluster) {
+                Some(Status::Active) => 1.0,
+                Some(Status::Passive) => 0.0,
+                Some(Status::Diverged) | None => -1.0,
+            };
+            ::metrics::gauge!(metrics::STATUS, metrics::CLUSTER => self.cfg.cluster.clone())
+                .set(code);
+        }
+        v.state = state;
+        v.state_rev = state_rev;
+        v.switch = switch;
+        v.switch_rev = switch_rev;
+        v.confirmed_at = Some(Instant::now());
+        v.etcd_error = None;
+        Ok(())
+    }
+
+    /// Fenced unless active and not being switched away from; the term is the
+    /// newest of the state's and the switch's.
+    fn desired_fence(&self, state: &FedState, switch: Option<&SwitchRecord>) -> (bool, u64) {
+        let me = self.cfg.cluster.as_str();
+        let leaving = switch.is_some_and(|s| !s.phase.is_final() && s.from == me);
+        let fenced = state.status(me) != Some(Status::Active) || leaving;
+        let term = state.term.max(switch.map_or(0, |s| s.term));
+        (fenced, term)
+    }
+
+    async fn reconcile_fence(&self, state: &FedState, switch: Option<&SwitchRecord>, force: bool) {
+        let want = self.desired_fence(state, switch);
+        if !force && self.view().fence == Some(want) {
+            return;
+        }
+        match fence::apply(
+            &self.cfg.instances,
+            &self.cfg.connect_options(),
+            want.1,
+            want.0,
+            &self.cfg.dml_users,
+        )
+        .await
+        {
+            Ok(r) => {
+                if self.view().fence != Some(want) {
+                    info!(fenced = want.0, term = want.1, masters = ?r.masters, "fence applied");
+                }
+                ::metrics::gauge!(metrics::FENCED).set(if want.0 { 1.0 } else { 0.0 });
+                let mut v = self.view();
+                v.fence = Some(want);
+                v.fence_error = None;
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::FENCE_ERRORS).increment(1);
+                warn!("fence (fenced={}, term={}) failed: {e}", want.0, want.1);
+                self.view().fence_error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn reconcile_replicators(&self, state: &FedState, switch: Option<&SwitchRecord>) {
+        let Some(r) = &self.cfg.replication else {
+            return;
+        };
+        let me = self.cfg.cluster.as_str();
+        let Some(status) = state.status(me) else {
+            return;
+        };
+        let (mut out, inc) = replicators::desired(r.mode, status);
+        let mut term = state.term;
+        if let Some(s) = switch.filter(|s| {
+            !s.phase.is_final()
+                && s.to == me
+                && matches!(s.phase, store::Phase::Reverse | store::Phase::Flip)
+        }) {
+            out = true;
+            term = s.term;
+        }
+        let token = r.token.expose();
+        let mut errors = Vec::new();
+        for (pair, run) in [(&r.outgoing, out), (&r.incoming, inc)] {
+            if let Err(e) = replicators::set_pair(pair, token, run, term).await {
+                errors.push(e.to_string());
+            }
+        }
+        self.view().replicator_error = (!errors.is_empty()).then(|| errors.join("; "));
+    }
+
+    async fn tick(&self, n: u64) {
+        if let Err(e) = self.refresh().await {
+            ::metrics::counter!(metrics::ETCD_ERRORS).increment(1);
+            let stale = self.confirmed_state().is_err();
+            ::metrics::gauge!(metrics::STALE).set(if stale { 1.0 } else { 0.0 });
+            warn!("etcd: {e:?}");
+            self.view().etcd_error = Some(format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ));
+            return;
+        }
+        ::metrics::gauge!(metrics::STALE).set(0.0);
+        let (state, state_rev, switch, switch_rev) = {
+            let v = self.view();
+            (v.state.clone(), v.state_rev, v.switch.clone(), v.switch_rev)
+        };
+        let Some(state) = state else { return };
+        if let Some(rec) = switch.clone() {
+            let result = switch::step(self, &state, state_rev, rec, switch_rev).await;
+            self.view().switch_error = result.err();
+        }
+        // Re-applied periodically: after restarts and reconnects of instances.
+        self.reconcile_fence(&state, switch.as_ref(), n.is_multiple_of(10))
+            .await;
+        if n.is_multiple_of(4) || switch.as_ref().is_some_and(|s| !s.phase.is_final()) {
+            self.reconcile_replicators(&state, switch.as_ref()).await;
+        }
+    }
+}
+
+/// Connects to etcd, writes the bootstrap state if none exists (or refuses
+/// to start when `initial_status` contradicts a state at its bootstrap term),
+/// then serves until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let handle = tcf_common::metrics::install_prometheus_with_labels(
+        &[("cluster".to_owned(), config.cluster.clone())]
+            .into_iter()
+            .collect(),
+    )
+    .map_err(|e| RunError::Metrics(e.to_string()))?;
+    tcf_common::metrics::spawn_upkeep(handle.clone());
+    let listener = tcf_common::http::bind(config.http_listen).await?;
+    let cfg = Arc::new(config);
+    let store = Store::connect(&cfg.etcd_endpoints, |k| cfg.key(k)).await?;
+    bootstrap(&cfg, &store).await?;
+    let id = format!("{}@{}", cfg.cluster, cfg.http_listen);
+    let w = Arc::new(Worker {
+        cfg: Arc::clone(&cfg),
+        store,
+        id,
+        view: Mutex::new(View::default()),
+    });
+    info!(federation = %cfg.federation, cluster = %cfg.cluster, http = %cfg.http_listen, "tcf-worker running");
+    let ticker = {
+        let (w, stop) = (Arc::clone(&w), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(w.cfg.poll_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                w.tick(n).await;
+                n += 1;
+            }
+        })
+    };
+    let router = http::router(Arc::clone(&w), handle);
+    let result =
+        tcf_common::http::serve_listener(listener, router, shutdown.clone().cancelled_owned())
+            .await;
+    ticker.abort();
+    result.map_err(RunError::from)
+}
+
+async fn bootstrap(cfg: &Config, store: &Store) -> Result<(), RunError> {
+    let mine = cfg.initial_status;
+    let peer = if mine == Status::Active {
+        Status::Passive
+    } else {
+        Status::Active
+    };
+    let initial = FedState {
+        term: 0,
+        clusters: [(cfg.cluster.clone(), mine), (cfg.peer.clone(), peer)]
+            .into_iter()
+            .collect(),
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match store.state().await {
+            Ok((None, _)) => {
+                if store.bootstrap(&initial).await? {
+                    info!(
+                        term = 0,
+                        ?initial,
+                        "federation state bootstrapped from initial_status"
+                    );
+                    return Ok(());
+                }
+            }
+            Ok((Some(s), _)) => {
+                let stored = s.status(&cfg.cluster);
+                if stored == Some(mine) {
+                    return Ok(());
+                }
+                let stored = stored.map_or("absent", Status::as_str);
+                if s.term == 0 {
+                    return Err(RunError::Contradiction {
+                        cluster: cfg.cluster.clone(),
+                        configured: mine.as_str(),
+                        stored,
+                    });
+                }
+                info!(
+                    configured = mine.as_str(),
+                    stored,
+                    term = s.term,
+                    "initial_status ignored: the federation has switched since bootstrap"
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                error!("etcd unreachable at start: {e}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! `tcf-worker --config FILE`: the `worker:` section, validated before
+//! anything starts (see `docs/worker.md`).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tcf_common::{
+    auth::{AuthConfig, Tokens},
+    config::{
+        ConfigDuration, ConfigError, ConfigFile, Secret, parse_endpoint, parse_host_port,
+        parse_listen, resolve_secret,
+    },
+};
+use tcf_iproto::ConnectOptions;
+
+/// Environment variable that overrides the admin password.
+pub const PASSWORD_ENV: &str = "TCF_ADMIN_PASSWORD";
+
+/// A cluster's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The application writes here.
+    Active,
+    /// Holds a copy; writes are fenced.
+    Passive,
+    /// Came back after a failover holding writes the active one lacks.
+    Diverged,
+}
+
+impl Status {
+    /// The text served by `GET /tcf/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Passive => "passive",
+            Self::Diverged => "diverged",
+        }
+    }
+}
+
+/// Which replicator pairs run in steady state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Only the pair leaving the active cluster.
+    #[default]
+    OneWay,
+    /// Both pairs.
+    TwoWay,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    federation: String,
+    cluster: String,
+    peer: String,
+    initial_status: Status,
+    instances: Vec<String>,
+    admin_user: String,
+    admin_password: Option<Secret>,
+    admin_password_file: Option<PathBuf>,
+    #[serde(default)]
+    dml_users: Vec<String>,
+    #[serde(default)]
+    peer_workers: Vec<String>,
+    http_server: RawHttp,
+    auth: Option<AuthConfig>,
+    storage: RawStorage,
+    #[serde(default)]
+    coordinator: RawCoordinator,
+    replication: Option<RawReplication>,
+    #[serde(default = "default_switchover_timeout")]
+    switchover_timeout: ConfigDuration,
+    #[serde(default = "default_poll")]
+    poll_interval: ConfigDuration,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: ConfigDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    endpoints: Vec<String>,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoordinator {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "default_health_check_delay")]
+    health_check_delay: ConfigDuration,
+    #[serde(default = "default_max_suspect_counts")]
+    max_suspect_counts: u32,
+    #[serde(default = "default_failover_timeout")]
+    failover_timeout: ConfigDuration,
+    #[serde(default = "default_fencing_timeout")]
+    fencing_timeout: ConfigDuration,
+}
+
+impl Default for RawCoordinator {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            health_check_delay: default_health_check_delay(),
+            max_suspect_counts: default_max_suspect_counts(),
+            failover_timeout: default_failover_timeout(),
+            fencing_timeout: default_fencing_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    #[serde(default)]
+    mode: Mode,
+    token_file: Option<PathBuf>,
+    token: Option<Secret>,
+    outgoing: RawPair,
+    incoming: RawPair,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPair {
+    gateway: String,
+    destination: String,
+}
+
+fn default_prefix() -> String {
+    "/tcf".into()
+}
+fn default_switchover_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_poll() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(500))
+}
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(3))
+}
+fn default_health_check_delay() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(2))
+}
+fn default_max_suspect_counts() -> u32 {
+    3
+}
+fn default_failover_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(20))
+}
+fn default_fencing_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+
+/// The HTTP control APIs of one replicator pair.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// Gateway control API (`http://host:port`).
+    pub gateway: String,
+    /// Destination control API.
+    pub destination: String,
+}
+
+/// The replicators this worker drives.
+#[derive(Debug, Clone)]
+pub struct Replication {
+    /// Which pairs run in steady state.
+    pub mode: Mode,
+    /// Bearer token for their control APIs.
+    pub token: Secret,
+    /// The pair leaving this cluster (this cluster -> peer).
+    pub outgoing: Pair,
+    /// The pair coming into this cluster (peer -> this cluster).
+    pub incoming: Pair,
+}
+
+/// Coordinator settings (automatic failover: not built yet, validated now).
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    /// Campaign for the coordinator role.
+    pub enabled: bool,
+    /// Period of health checks of the active cluster.
+    pub health_check_delay: Duration,
+    /// Failed checks before a failover.
+    pub max_suspect_counts: u32,
+    /// How long the active cluster must be unhealthy before a failover.
+    pub failover_timeout: Duration,
+    /// Cut off from etcd and the peer this long, a worker stops answering 200.
+    pub fencing_timeout: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Federation name (the etcd key space is `prefix/federation/`).
+    pub federation: String,
+    /// This cluster.
+    pub cluster: String,
+    /// The other cluster.
+    pub peer: String,
+    /// Status written to etcd when no state exists.
+    pub initial_status: Status,
+    /// Every instance of this cluster (`host:port`).
+    pub instances: Vec<String>,
+    /// User allowed to disable/enable the dml users (role `super`).
+    pub admin_user: String,
+    /// Its password.
+    pub admin_password: Secret,
+    /// Application users fenced on the passive cluster.
+    pub dml_users: Vec<String>,
+    /// The peer cluster's workers (`http://host:port`).
+    pub peer_workers: Vec<String>,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Bearer tokens of the API.
+    pub tokens: Tokens,
+    /// etcd endpoints.
+    pub etcd_endpoints: Vec<String>,
+    /// etcd key prefix.
+    pub prefix: String,
+    /// Coordinator settings.
+    pub coordinator: Coordinator,
+    /// Replicators, when this worker drives them.
+    pub replication: Option<Replication>,
+    /// Deadline of a planned switchover.
+    pub switchover_timeout: Duration,
+    /// Period of state polling and reconciliation.
+    pub poll_interval: Duration,
+    /// Connect timeout (instances, etcd, peers).
+    pub connect_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates the `worker:` section of `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = ConfigFile::read(path)?;
+        let raw: Raw = file.section("worker")?;
+        Self::validate(raw).map_err(|e| e.in_file(&file))
+    }
+
+    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+        let key = |k: &str| format!("worker.{k}");
+        for (k, v) in [
+            ("federation", &raw.federation),
+            ("cluster", &raw.cluster),
+            ("peer", &raw.peer),
+            ("admin_user", &raw.admin_user),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ConfigError::invalid(key(k), "must not be empty"));
+            }
+        }
+        if raw.cluster == raw.peer {
+            return Err(ConfigError::invalid(
+                key("peer"),
+                "must differ from 'cluster'",
+            ));
+        }
+        if raw.initial_status == Status::Diverged {
+            return Err(ConfigError::invalid(
+                key("initial_status"),
+                "must be active or passive",
+            ));
+        }
+        if raw.instances.is_empty() {
+            return Err(ConfigError::invalid(
+                key("instances"),
+                "list every instance of this cluster",
+            ));
+        }
+        for (i, inst) in raw.instances.iter().enumerate() {
+            parse_host_port(&key(&format!("instances[{i}]")), inst)?;
+        }
+        let admin_password = resolve_secret(
+            &key("admin_password"),
+            raw.admin_password,
+            raw.admin_password_file.as_deref(),
+            PASSWORD_ENV,
+        )?;
+        for (i, p) in raw.peer_workers.iter().enumerate() {
+            parse_endpoint(&key(&format!("peer_workers[{i}]")), p)?;
+        }
+        let http_listen = parse_listen(&key("http_server.listen"), &raw.http_server.listen)?;
+        let tokens = Tokens::load(&key("auth"), raw.auth.as_ref())?;
+        if raw.storage.endpoints.is_empty() {
+            return Err(ConfigError::invalid(
+                key("storage.endpoints"),
+                "list at least one etcd endpoint",
+            ));
+        }
+        for (i, e) in raw.storage.endpoints.iter().enumerate() {
+            parse_endpoint(&key(&format!("storage.endpoints[{i}]")), e)?;
+        }
+        if !raw.storage.prefix.starts_with('/') {
+            return Err(ConfigError::invalid(
+                key("storage.prefix"),
+                "must start with '/'",
+            ));
+        }
+        let c = raw.coordinator;
+        if c.fencing_timeout.get() >= c.failover_timeout.get() {
+            return Err(ConfigError::invalid(
+                key("coordinator.fencing_timeout"),
+                format!(
+                    "must be shorter than failover_timeout ({} >= {}): the isolated side must stop answering 200 before the other is promoted",
+                    c.fencing_timeout, c.failover_timeout
+                ),
+            ));
+        }
+        if c.max_suspect_counts == 0 {
+            return Err(ConfigError::invalid(
+                key("coordinator.max_suspect_counts"),
+                "must be positive",
+            ));
+        }
+        let replication = match raw.replication {
+            None => None,
+            Some(r) => {
+                let token = resolve_secret(
+                    &key("replication.token"),
+                    r.token,
+                    r.token_file.as_deref(),
+                    "",
+                )?;
+                let pair = |name: &str, p: RawPair| -> Result<Pair, ConfigError> {
+                    parse_endpoint(&key(&format!("replication.{name}.gateway")), &p.gateway)?;
+                    parse_endpoint(
+                        &key(&format!("replication.{name}.destination")),
+                        &p.destination,
+                    )?;
+                    Ok(Pair {
+                        gateway: p.gateway,
+                        destination: p.destination,
+                    })
+                };
+                Some(Replication {
+                    mode: r.mode,
+                    token,
+                    outgoing: pair("outgoing", r.outgoing)?,
+                    incoming: pair("incoming", r.incoming)?,
+                })
+            }
+        };
+        Ok(Self {
+            federation: raw.federation,
+            cluster: raw.cluster,
+            peer: raw.peer,
+            initial_status: raw.initial_status,
+            instances: raw.instances,
+            admin_user: raw.admin_user,
+            admin_password,
+            dml_users: raw.dml_users,
+            peer_workers: raw.peer_workers,
+            http_listen,
+            tokens,
+            etcd_endpoints: raw.storage.endpoints,
+            prefix: raw.storage.prefix,
+            coordinator: Coordinator {
+                enabled: c.enabled,
+                health_check_delay: c.health_check_delay.get(),
+                max_suspect_counts: c.max_suspect_counts,
+                failover_timeout: c.failover_timeout.get(),
+                fencing_timeout: c.fencing_timeout.get(),
+            },
+            replication,
+            switchover_timeout: raw.switchover_timeout.get(),
+            poll_interval: raw.poll_interval.get(),
+            connect_timeout: raw.connect_timeout.get(),
+        })
+    }
+
+    /// How to connect to this cluster's instances as the admin user.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new()
+            .credentials(self.admin_user.clone(), self.admin_password.expose())
+            .connect_timeout(self.connect_timeout)
+            .request_timeout(self.connect_timeout * 3)
+    }
+
+    /// The etcd key of `name` in this federation's key space.
+    pub fn key(&self, name: &str) -> String {
+        format!(
+            "{}/{}/{name}",
+            self.prefix.trim_end_matches('/'),
+            self.federation
+        )
+    }
+}

@@ -1,0 +1,98 @@
+//! Fencing this cluster: the dml users are disabled on every master when the
+//! cluster is passive (replicas follow through replication; read-only
+//! instances are not written) and enabled when it is active. Every change
+//! carries the term and is refused by an instance that recorded a newer one.
+
+use std::collections::BTreeMap;
+
+use rmpv::Value;
+use tcf_iproto::{ConnectOptions, Connection, Vclock, vote};
+
+const LUA: &str = include_str!("../lua/tcf_fence_v1.lua");
+
+/// The outcome of fencing or unfencing the cluster.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FenceReport {
+    /// Each master's vclock after the change, by replicaset UUID.
+    pub(crate) vclocks: BTreeMap<String, Vclock>,
+    /// Masters changed.
+    pub(crate) masters: Vec<String>,
+}
+
+/// A fence that could not be applied everywhere.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FenceError {
+    /// No instance answered IPROTO_VOTE.
+    #[error("no instance of this cluster answers")]
+    Unreachable,
+    /// An instance refused or failed.
+    #[error("{uri}: {message}")]
+    Instance {
+        /// The instance.
+        uri: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Fences (`fence = true`) or unfences every writable instance of `instances`.
+pub(crate) async fn apply(
+    instances: &[String],
+    opts: &ConnectOptions,
+    term: u64,
+    fence: bool,
+    users: &[String],
+) -> Result<FenceReport, FenceError> {
+    let guest = &ConnectOptions::new();
+    let ballots = futures::future::join_all(
+        instances
+            .iter()
+            .map(|u| async move { (u.clone(), vote(u, guest).await) }),
+    )
+    .await;
+    let reachable = ballots.iter().filter(|(_, b)| b.is_ok()).count();
+    if reachable == 0 {
+        return Err(FenceError::Unreachable);
+    }
+    let masters: Vec<String> = ballots
+        .into_iter()
+        .filter_map(|(u, b)| b.ok().filter(|b| !b.is_ro).map(|_| u))
+        .collect();
+    let mut report = FenceReport::default();
+    for uri in &masters {
+        let err = |m: String| FenceError::Instance {
+            uri: uri.clone(),
+            message: m,
+        };
+        let conn = Connection::connect(uri, opts)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        conn.eval(LUA, &[][..] as &[Value])
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let names: Vec<Value> = users.iter().map(|u| Value::from(u.as_str())).collect();
+        let args = [Value::from(term), Value::from(fence), Value::Array(names)];
+        let out = conn
+            .call("tcf_fence_v1", &args[..])
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let (vclock, uuid) = match out.as_array().map(Vec::as_slice) {
+            Some([Value::Map(m), Value::String(u)]) => {
+                let mut v = Vclock::new();
+                for (id, lsn) in m {
+                    if let (Some(id), Some(lsn)) = (
+                        id.as_u64().and_then(|i| u32::try_from(i).ok()),
+                        lsn.as_u64(),
+                    ) {
+                        v.set(id, lsn);
+                    }
+                }
+                (v, u.as_str().unwrap_or_default().to_owned())
+            }
+            _ => return Err(err(format!("unexpected answer {out}"))),
+        };
+        report.vclocks.insert(uuid, vclock);
+        report.masters.push(uri.clone());
+    }
+    Ok(report)
+}

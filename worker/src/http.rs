@@ -1,0 +1,232 @@
+//! The worker's HTTP API (compatible with the original product's paths).
+//!
+//! | method path | role | answer |
+//! | --- | --- | --- |
+//! | `GET /tcf/status` | `info` | `active` / `passive` / `diverged` (text) |
+//! | `GET /tcf/is_active` | none | 200 active, 418 passive, 503 + `{"error"}` when it cannot tell |
+//! | `POST /tcf/toggle`, `POST /tcf/switchover` | `toggle` | planned switchover; waits for the outcome |
+//! | `GET /tcf/api/v1/info` | `info` | JSON state, switch, history, replicators |
+//! | `GET /metrics` | none | Prometheus text |
+//!
+//! `is_active` is open to load balancers: it answers 200 only while the
+//! state is confirmed from etcd within `fencing_timeout`.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tcf_common::auth::{Role, check};
+
+use crate::{
+    Status, Worker,
+    store::{Phase, SwitchRecord, now_ms},
+};
+
+#[derive(Clone)]
+struct Ctx {
+    w: Arc<Worker>,
+    metrics: PrometheusHandle,
+}
+
+pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/tcf/status", get(status))
+        .route("/tcf/is_active", get(is_active))
+        .route("/tcf/toggle", post(switchover))
+        .route("/tcf/switchover", post(switchover))
+        .route("/tcf/api/v1/info", get(info))
+        .route("/metrics", get(metrics_text))
+        .with_state(Ctx { w, metrics })
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    match ctx.w.confirmed_state() {
+        Ok(s) => match s.status(&ctx.w.cfg.cluster) {
+            Some(st) => st.as_str().into_response(),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this cluster is not in the federation state",
+            ),
+        },
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn is_active(State(ctx): State<Ctx>) -> Response {
+    let state = match ctx.w.confirmed_state() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    if let Some(e) = ctx
+        .w
+        .view()
+        .fence_error
+        .clone()
+        .filter(|e| e.contains("no instance"))
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e);
+    }
+    match state.status(&ctx.w.cfg.cluster) {
+        Some(Status::Active) => (StatusCode::OK, "active").into_response(),
+        Some(s) => (StatusCode::IM_A_TEAPOT, s.as_str()).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this cluster is not in the federation state",
+        ),
+    }
+}
+
+async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    let role = match check(&ctx.w.cfg.tokens, &headers, Role::Toggle) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let w = &ctx.w;
+    let (state, state_rev) = match w.store.state().await {
+        Ok((Some(s), rev)) => (s, rev),
+        Ok((None, _)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no federation state in etcd",
+            );
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
+    };
+    let (switch, switch_rev) = match w.store.switch().await {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
+    };
+    if let Some(s) = switch.as_ref().filter(|s| !s.phase.is_final()) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "a switch from {} to {} is in progress (phase {:?})",
+                s.from, s.to, s.phase
+            ),
+        );
+    }
+    let Some(from) = state.active().map(str::to_owned) else {
+        return error(StatusCode::CONFLICT, "no cluster is active");
+    };
+    let to = if from == w.cfg.cluster {
+        w.cfg.peer.clone()
+    } else {
+        w.cfg.cluster.clone()
+    };
+    if state.status(&to) != Some(Status::Passive) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("cluster {to} is not passive: it cannot become active"),
+        );
+    }
+    let started = Instant::now();
+    let rec = SwitchRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: "switchover".into(),
+        from: from.clone(),
+        to: to.clone(),
+        term: state.term + 1,
+        phase: Phase::Fence,
+        deadline_ms: now_ms() + w.cfg.switchover_timeout.as_millis() as u64,
+        started_ms: now_ms(),
+        requested_by: format!("{} (role {})", w.id, role.as_str()),
+        fence_vclocks: Default::default(),
+        error: None,
+    };
+    match w.store.put_switch(state_rev, switch_rev, &rec).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::CONFLICT,
+                "the state changed while starting the switch (another switch won)",
+            );
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
+    }
+    // Wait for the outcome (any worker may carry the phases).
+    let limit = w.cfg.switchover_timeout + w.cfg.poll_interval * 10;
+    let outcome = tcf_common_wait(w, &rec.id, limit).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Some(done) if done.phase == Phase::Done => Json(json!({
+            "result": "done", "from": from, "to": to, "term": done.term, "duration_ms": elapsed_ms,
+            "fence_vclocks": done.fence_vclocks,
+        }))
+        .into_response(),
+        Some(done) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({ "result": "rolled_back", "error": done.error, "from": from, "to": to, "duration_ms": elapsed_ms })),
+        )
+            .into_response(),
+        None => error(StatusCode::GATEWAY_TIMEOUT, "no outcome within the deadline; see /tcf/api/v1/info"),
+    }
+}
+
+async fn tcf_common_wait(w: &Worker, id: &str, limit: std::time::Duration) -> Option<SwitchRecord> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok((Some(s), _)) = w.store.switch().await
+            && s.id == id
+            && s.phase.is_final()
+        {
+            return Some(s);
+        }
+        tokio::time::sleep(w.cfg.poll_interval / 2).await;
+    }
+    None
+}
+
+async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    let w = &ctx.w;
+    // Fresh from etcd when it answers; the last view (flagged stale) when not.
+    if let Err(e) = w.refresh().await {
+        w.view().etcd_error = Some(e.to_string());
+    }
+    let v = w.view().clone();
+    let stale = w.confirmed_state().is_err();
+    let history = w.store.history(20).await.unwrap_or_default();
+    let replicators = match &w.cfg.replication {
+        Some(r) => crate::replicators::info(r).await,
+        None => serde_json::Value::Null,
+    };
+    Json(json!({
+        "federation": w.cfg.federation,
+        "cluster": w.cfg.cluster,
+        "peer": w.cfg.peer,
+        "worker": w.id,
+        "term": v.state.as_ref().map(|s| s.term),
+        "clusters": v.state.as_ref().map(|s| &s.clusters),
+        "stale": stale,
+        "etcd_error": v.etcd_error,
+        "switch": v.switch,
+        "switch_error": v.switch_error,
+        "fence": v.fence.map(|(fenced, term)| json!({ "fenced": fenced, "term": term })),
+        "fence_error": v.fence_error,
+        "replicator_error": v.replicator_error,
+        "replicators": replicators,
+        "history": history,
+        "coordinator": null,
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(ctx): State<Ctx>) -> Response {
+    tcf_common::metrics::render(&ctx.metrics)
+}

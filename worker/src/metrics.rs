@@ -1,0 +1,21 @@
+//! Metric names of `tcf-worker` (documented in `docs/metrics.md`).
+
+/// Label: cluster.
+pub(crate) const CLUSTER: &str = "cluster";
+/// Label: switch outcome.
+pub(crate) const OUTCOME: &str = "outcome";
+
+/// The federation's term as last read from etcd.
+pub(crate) const TERM: &str = "tcf_worker_term";
+/// This cluster's status: 1 active, 0 passive, -1 diverged.
+pub(crate) const STATUS: &str = "tcf_worker_status";
+/// 1 while the state could not be confirmed from etcd within `fencing_timeout`.
+pub(crate) const STALE: &str = "tcf_worker_state_stale";
+/// Switches closed by this worker, by `outcome` (done, rolled_back).
+pub(crate) const SWITCHES: &str = "tcf_worker_switches_total";
+/// 1 while this cluster's dml users are fenced (as last applied).
+pub(crate) const FENCED: &str = "tcf_worker_fenced";
+/// Fence/unfence attempts that failed.
+pub(crate) const FENCE_ERRORS: &str = "tcf_worker_fence_errors_total";
+/// etcd reads or writes that failed.
+pub(crate) const ETCD_ERRORS: &str = "tcf_worker_etcd_errors_total";

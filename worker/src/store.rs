@@ -1,0 +1,299 @@
+//! The federation's state in etcd (schema in `docs/state.md`).
+//!
+//! * `PREFIX/FED/state`: both clusters' statuses and the term. Changed only
+//!   by a transaction that compares its previous revision, so the store never
+//!   holds two actives and the term grows by exactly one per switch.
+//! * `PREFIX/FED/switch`: the switch in progress (or the last one): the only
+//!   source of truth for a switch, so any worker can finish or roll it back.
+//! * `PREFIX/FED/history/<term>`: one entry per switch outcome.
+
+use std::collections::BTreeMap;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use tcf_iproto::Vclock;
+
+use crate::config::Status;
+
+/// Both clusters' statuses and the term.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FedState {
+    /// Grows by one on every switch; 0 is the bootstrap state.
+    pub term: u64,
+    /// Status by cluster name.
+    pub clusters: BTreeMap<String, Status>,
+}
+
+impl FedState {
+    /// The status of `cluster`, if known.
+    pub fn status(&self, cluster: &str) -> Option<Status> {
+        self.clusters.get(cluster).copied()
+    }
+
+    /// The active cluster, if any.
+    pub fn active(&self) -> Option<&str> {
+        self.clusters
+            .iter()
+            .find(|(_, s)| **s == Status::Active)
+            .map(|(c, _)| c.as_str())
+    }
+}
+
+/// Phases of a planned switchover from `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// `from`'s workers fence it and record each master's vclock after the fence.
+    Fence,
+    /// `to`'s workers wait until its incoming destination processed up to them.
+    Drain,
+    /// `to`'s workers start the pair leaving `to` and wait until it streams.
+    Reverse,
+    /// Any worker flips the state (term + 1).
+    Flip,
+    /// Finished: `to` is active.
+    Done,
+    /// Deadline passed before the flip: `from` stays active and is unfenced.
+    RolledBack,
+}
+
+impl Phase {
+    /// Whether the switch is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::RolledBack)
+    }
+}
+
+/// A switch in progress (or the last one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchRecord {
+    /// Unique id.
+    pub id: String,
+    /// `switchover` (planned).
+    pub kind: String,
+    /// The cluster that was active.
+    pub from: String,
+    /// The cluster becoming active.
+    pub to: String,
+    /// The term the switch produces (state term + 1 when it started).
+    pub term: u64,
+    /// Current phase.
+    pub phase: Phase,
+    /// Unix milliseconds after which an unfinished switch is rolled back.
+    pub deadline_ms: u64,
+    /// Unix milliseconds when it was requested.
+    pub started_ms: u64,
+    /// Who asked (worker id and client).
+    pub requested_by: String,
+    /// Each of `from`'s masters' vclock after the fence, by replicaset UUID.
+    pub fence_vclocks: BTreeMap<String, Vclock>,
+    /// Why it was rolled back.
+    pub error: Option<String>,
+}
+
+/// One switch outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The term after the switch (the old term for a rollback).
+    pub term: u64,
+    /// `switchover` or `failover`.
+    pub kind: String,
+    /// `done` or `rolled_back`.
+    pub outcome: String,
+    /// Old active.
+    pub from: String,
+    /// New active.
+    pub to: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Who asked.
+    pub by: String,
+    /// Position the new active had applied from the old one (none lost in a
+    /// planned switchover: equal to the fence vclocks).
+    pub loss_point: BTreeMap<String, Vclock>,
+}
+
+/// An etcd failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// etcd did not answer or refused.
+    #[error("etcd")]
+    Etcd(#[from] etcd_client::Error),
+    /// A stored value is not what this version writes.
+    #[error("malformed value at {key}")]
+    Malformed {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A value with the revision it was read at (0: absent).
+pub type Versioned<T> = (Option<T>, i64);
+
+/// The federation's keys.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    state_key: String,
+    switch_key: String,
+    history_prefix: String,
+}
+
+impl Store {
+    /// Connects to `endpoints`; `key(name)` maps names into the key space.
+    pub async fn connect(
+        endpoints: &[String],
+        key: impl Fn(&str) -> String,
+    ) -> Result<Self, StoreError> {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(3))
+            .with_timeout(std::time::Duration::from_secs(3));
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(Self {
+            client,
+            state_key: key("state"),
+            switch_key: key("switch"),
+            history_prefix: key("history/"),
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Versioned<T>, StoreError> {
+        let mut c = self.client.clone();
+        let resp = c.get(key, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok((None, 0));
+        };
+        let v = serde_json::from_slice(kv.value()).map_err(|source| StoreError::Malformed {
+            key: key.to_owned(),
+            source,
+        })?;
+        Ok((Some(v), kv.mod_revision()))
+    }
+
+    /// The state and its revision.
+    pub async fn state(&self) -> Result<Versioned<FedState>, StoreError> {
+        self.get(&self.state_key).await
+    }
+
+    /// The switch record and its revision.
+    pub async fn switch(&self) -> Result<Versioned<SwitchRecord>, StoreError> {
+        self.get(&self.switch_key).await
+    }
+
+    /// Writes the bootstrap state only if no state exists; returns whether written.
+    pub async fn bootstrap(&self, state: &FedState) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                self.state_key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(self.state_key.as_str(), json(state), None)]);
+        let mut c = self.client.clone();
+        Ok(c.txn(txn).await?.succeeded())
+    }
+
+    /// Creates or replaces the switch record if the state and the record are
+    /// still at the revisions read (`0` = absent).
+    pub async fn put_switch(
+        &self,
+        state_rev: i64,
+        switch_rev: i64,
+        rec: &SwitchRecord,
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when(vec![
+                Compare::mod_revision(self.state_key.as_str(), CompareOp::Equal, state_rev),
+                Compare::mod_revision(self.switch_key.as_str(), CompareOp::Equal, switch_rev),
+            ])
+            .and_then(vec![TxnOp::put(self.switch_key.as_str(), json(rec), None)]);
+        let mut c = self.client.clone();
+        Ok(c.txn(txn).await?.succeeded())
+    }
+
+    /// Flips the state and closes the switch in one transaction, if neither
+    /// changed since read; appends the history entry.
+    pub async fn flip(
+        &self,
+        state_rev: i64,
+        new_state: &FedState,
+        switch_rev: i64,
+        done: &SwitchRecord,
+        entry: &HistoryEntry,
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when(vec![
+                Compare::mod_revision(self.state_key.as_str(), CompareOp::Equal, state_rev),
+                Compare::mod_revision(self.switch_key.as_str(), CompareOp::Equal, switch_rev),
+            ])
+            .and_then(vec![
+                TxnOp::put(self.state_key.as_str(), json(new_state), None),
+                TxnOp::put(self.switch_key.as_str(), json(done), None),
+                TxnOp::put(self.history_key(entry), json(entry), None),
+            ]);
+        let mut c = self.client.clone();
+        Ok(c.txn(txn).await?.succeeded())
+    }
+
+    /// Closes the switch as rolled back (state unchanged), with history.
+    pub async fn roll_back(
+        &self,
+        switch_rev: i64,
+        rec: &SwitchRecord,
+        entry: &HistoryEntry,
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                self.switch_key.as_str(),
+                CompareOp::Equal,
+                switch_rev,
+            )])
+            .and_then(vec![
+                TxnOp::put(self.switch_key.as_str(), json(rec), None),
+                TxnOp::put(self.history_key(entry), json(entry), None),
+            ]);
+        let mut c = self.client.clone();
+        Ok(c.txn(txn).await?.succeeded())
+    }
+
+    fn history_key(&self, e: &HistoryEntry) -> String {
+        format!("{}{:020}-{}", self.history_prefix, e.at_ms, e.outcome)
+    }
+
+    /// The newest `limit` history entries, newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut c = self.client.clone();
+        let resp = c
+            .get(
+                self.history_prefix.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
+        let mut out: Vec<HistoryEntry> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
