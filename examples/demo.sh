@@ -398,7 +398,7 @@ start_tcf() {
     if [ "$kind" = gateway ]; then bin=$GATEWAY_BIN; else bin=$DESTINATION_BIN; fi
     dir="$RUN/$kind-$pair"
     start "tcf-$kind $pair" "$dir" output.log \
-        env -u TCF_REPLICATION_PASSWORD TMPDIR="$dir" RUST_LOG="${RUST_LOG:-info}" \
+        env -u TCF_REPLICATION_PASSWORD TMPDIR="$dir" RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
         "$bin" --config "examples/$pair.yaml"
     TCF_PID[$kind-$pair]=$START_PID
     wait_for "tcf-$kind $pair on http://127.0.0.1:$port" 30 "$START_PID" \
@@ -460,10 +460,12 @@ counts() { # PORT -> "accounts/events"
     read -r -a f <<<"${STAT[127.0.0.1:$1]}"
     printf '%s/%s' "${f[0]}" "${f[3]}"
 }
+# One line about destination a-to-b: per replicaset, state (when not
+# streaming), applied vclock, lag in seconds (gateway clock) and in rows.
 dest_line() {
     status_json 10082 | jq -r '.replicasets | to_entries | map(
-        "\(.key) \(.value.state) applied \(.value.applied_vclock | tojson) lag \(.value.lag_seconds)s \(.value.lag_lsn) lsn"
-    ) | join(" | ")' 2>/dev/null || echo "destination status unavailable"
+        "\(.key) \(if .value.state == "streaming" then "" else .value.state + " " end)applied \(.value.applied_vclock | tojson) lag \(.value.lag_seconds * 1000 | round / 1000)s/\(.value.lag_lsn)"
+    ) | join(", ")' 2>/dev/null || echo "destination status unavailable"
 }
 
 step "initial load: B after loading A's snapshot (accounts/events per replicaset)"
@@ -476,12 +478,12 @@ out=$("${CLIENT[@]}" write "$A_MASTERS" "$NEXT_ACCOUNT" "$BULK_ROWS" "$NEXT_EVEN
 say "$out"
 NEXT_ACCOUNT=$((NEXT_ACCOUNT + BULK_ROWS))
 NEXT_EVENT=$((NEXT_EVENT + BULK_ROWS))
-say "arriving on B (accounts/events per replicaset; destination a-to-b: applied vclock, lag seconds, lag rows):"
+say "arriving on B: accounts/events per replicaset | destination a-to-b per replicaset: applied vclock, lag seconds/rows"
 started=$SECONDS
 while :; do
     check_alive
     if read_stats; then
-        say "$(printf '%3ss  rs1 B %-11s rs2 B %-11s | %s' "$((SECONDS - started))" \
+        say "$(printf '%3ss  B rs1 %-9s rs2 %-9s | %s' "$((SECONDS - started))" \
             "$(counts 3401)" "$(counts 3411)" "$(dest_line)")"
         rs_equal 3301 3401 && rs_equal 3311 3411 && break
     fi
@@ -498,6 +500,7 @@ else
 fi
 say "each second: 2 new accounts, 10 events, 10 balance updates, 1 upsert, 1 delete on A"
 say "the switch (tcf-worker: is_active, switchover, failover, fencing) does not exist yet: A stays active"
+say "columns: seconds, requests sent | accounts/events per replicaset on A and B | destination a-to-b"
 PHASE=live
 tick=0
 live_start=$SECONDS
@@ -514,11 +517,11 @@ while [ "$STOP" -eq 0 ]; do
         die "writing to A: $sent"
     fi
     if read_stats 2>/dev/null; then
-        line="A $(counts 3301) $(counts 3311)  B $(counts 3401) $(counts 3411)"
+        line="A rs1 $(printf '%-9s' "$(counts 3301)") rs2 $(printf '%-9s' "$(counts 3311)") B rs1 $(printf '%-9s' "$(counts 3401)") rs2 $(printf '%-9s' "$(counts 3411)")"
     else
         line="(counts unavailable)"
     fi
-    say "$(printf '%3ss +%-3s %s | %s' "$((SECONDS - live_start))" "$sent" "$line" "$(dest_line)")"
+    say "$(printf '%3ss %3s | %s | %s' "$((SECONDS - live_start))" "$sent" "$line" "$(dest_line)")"
     now_us=${EPOCHREALTIME//[.,]/}
     if ((next_us > now_us)); then
         d=$((next_us - now_us))

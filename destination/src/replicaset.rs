@@ -65,12 +65,18 @@ fn kind_of(e: &End) -> &'static str {
 
 /// Runs the replicaset's sessions until `cancel` fires or a fatal error.
 pub(crate) async fn run(ctx: Arc<Ctx>, rs: String, st: StatusCell, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let started = std::time::Instant::now();
         let end = tokio::select! {
             e = session(&ctx, &rs, &st) => e,
             () = cancel.cancelled() => break,
         };
+        // A session that ran a while was healthy: retry fast again.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = FIRST_BACKOFF;
+        }
         metrics::counter!(m::ERRORS, m::REPLICASET => rs.clone(), m::KIND => kind_of(&end))
             .increment(1);
         match end {

@@ -97,9 +97,10 @@ struct RawHttp {
 fn default_alias() -> String {
     "gateway".into()
 }
-/// 32 MiB of queued transactions per replicaset.
+/// 16 MiB of queued transactions per replicaset (estimated memory, see
+/// `row_size`).
 fn default_queue_max_bytes() -> usize {
-    32 << 20
+    16 << 20
 }
 fn default_queue_max_items() -> usize {
     4096

@@ -30,7 +30,8 @@ pub(crate) const TRANSACTIONS_MARKED: &str = "tcf_gateway_transactions_marked_to
 pub(crate) const SYNC_ROLLED_BACK: &str = "tcf_gateway_sync_rolled_back_total";
 /// Snapshot rows spooled for an initial load.
 pub(crate) const SNAPSHOT_ROWS: &str = "tcf_gateway_snapshot_rows_total";
-/// Errors by `kind` (connect, stream, wal_gap, diverged, unknown_space, ...).
+/// Stream-ending errors by `kind` (wal_gap, diverged, source_mismatch,
+/// unknown_space, stopped, unavailable, internal).
 pub(crate) const ERRORS: &str = "tcf_gateway_errors_total";
 /// Reconnections to a source instance (including fail-overs).
 pub(crate) const RECONNECTS: &str = "tcf_gateway_reconnects_total";

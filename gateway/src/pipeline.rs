@@ -76,7 +76,15 @@ pub(crate) async fn send_loop(
             Some(i) => i,
             None => tokio::select! {
                 i = rx.recv() => match i { Some(i) => i, None => break },
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => {
+                    // Replaced by a newer stream, or stopped by an operator.
+                    let e = v1::StreamError {
+                        kind: v1::ErrorKind::Stopped as i32,
+                        message: "the gateway ended this stream (stopped, or replaced by a newer one)".into(),
+                    };
+                    let _ = out.try_send(Ok(v1::GatewayMessage { kind: Some(Kind::Error(e)) }));
+                    break;
+                }
             },
         };
         metrics::gauge!(m::QUEUE_BYTES, m::REPLICASET => replicaset.clone())
@@ -114,7 +122,7 @@ pub(crate) async fn send_loop(
                     let received_at = t.received_at;
                     let vclock = t.vclock.clone();
                     let rows = t.row_count as u64;
-                    let pieces = match t.into_pieces(chunk_bytes) {
+                    let mut pieces = match t.pieces(chunk_bytes) {
                         Ok(p) => p,
                         Err(e) => {
                             let _ = out
@@ -125,7 +133,19 @@ pub(crate) async fn send_loop(
                             return;
                         }
                     };
-                    for piece in pieces {
+                    loop {
+                        let piece = match pieces.next_piece() {
+                            Ok(Some(p)) => p,
+                            Ok(None) => break,
+                            Err(e) => {
+                                let _ = out
+                                    .send(Err(Status::internal(format!(
+                                        "reading a spilled transaction: {e}"
+                                    ))))
+                                    .await;
+                                return;
+                            }
+                        };
                         let s: usize = piece.rows.iter().map(row_size).sum();
                         if !batch.is_empty() && size + s > chunk_bytes {
                             if send(

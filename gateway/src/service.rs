@@ -72,11 +72,11 @@ impl Gateway {
                 t.cancel();
             }
         }
-        for cell in self.status.cells() {
-            let mut st = cell.lock();
-            match (run, st.state) {
-                (false, _) => st.state = State::Stopped,
-                (true, State::Stopped) => st.state = State::Idle,
+        for (rs, cell) in self.status.cells() {
+            let state = cell.lock().state;
+            match (run, state) {
+                (false, _) => cell.set_state(rs, State::Stopped),
+                (true, State::Stopped) => cell.set_state(rs, State::Idle),
                 (true, _) => {}
             }
         }
@@ -276,13 +276,13 @@ impl v1::replication_server::Replication for Service {
                 ours
             };
             if ours {
-                let mut s = status.lock();
-                s.destination = None;
-                if matches!(
-                    s.state,
-                    State::Connecting | State::Loading | State::Streaming
-                ) {
-                    s.state = State::Idle;
+                let state = {
+                    let mut s = status.lock();
+                    s.destination = None;
+                    s.state
+                };
+                if matches!(state, State::Connecting | State::Loading | State::Streaming) {
+                    status.set_state(&rs, State::Idle);
                 }
             }
             info!(replicaset = %rs, "stream closed");

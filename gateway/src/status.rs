@@ -107,6 +107,13 @@ impl Default for RsStatus {
 pub struct StatusCell(Arc<Mutex<RsStatus>>);
 
 impl StatusCell {
+    /// Sets the state and its gauge (labelled with `replicaset`).
+    pub(crate) fn set_state(&self, replicaset: &str, state: State) {
+        self.lock().state = state;
+        metrics::gauge!(crate::metrics::STATE, crate::metrics::REPLICASET => replicaset.to_owned())
+            .set(state.code());
+    }
+
     /// Locks the status for reading or updating.
     pub fn lock(&self) -> MutexGuard<'_, RsStatus> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
@@ -132,9 +139,9 @@ impl Registry {
         self.0.get(replicaset)
     }
 
-    /// Every cell.
-    pub fn cells(&self) -> impl Iterator<Item = &StatusCell> {
-        self.0.values()
+    /// Every cell, with its replicaset label.
+    pub fn cells(&self) -> impl Iterator<Item = (&String, &StatusCell)> {
+        self.0.iter()
     }
 
     /// A snapshot of every replicaset's status.

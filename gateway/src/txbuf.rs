@@ -8,7 +8,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, Seek, SeekFrom, Write},
+    io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write},
     path::Path,
     time::Instant,
 };
@@ -17,9 +17,11 @@ use prost::Message;
 use tcf_iproto::Vclock;
 use tcf_proto::v1;
 
-/// Rough in-memory size of a row (payload plus bookkeeping).
+/// Estimated memory a queued row holds: its payload, the space name, the
+/// message structs and the share of the received frame buffer it keeps
+/// alive (measured: about 3x the payload for small rows).
 pub(crate) fn row_size(row: &v1::Row) -> usize {
-    row.key.len() + row.tuple.len() + row.ops.len() + row.space.len() + 48
+    3 * (row.key.len() + row.tuple.len() + row.ops.len()) + row.space.len() + 160
 }
 
 /// A transaction's rows: in memory or spilled to a file.
@@ -49,56 +51,118 @@ pub(crate) struct ReadyTx {
 }
 
 impl ReadyTx {
-    /// Splits the transaction into `Transaction` messages of at most
-    /// `max_bytes` each (at least one row per piece); every piece but the last
-    /// is `partial`, only the last carries the vclock.
-    pub(crate) fn into_pieces(self, max_bytes: usize) -> io::Result<Vec<v1::Transaction>> {
-        let rows = match self.rows {
-            TxRows::Memory(rows) => rows,
-            TxRows::Spilled(file) => read_spill(file)?,
-        };
-        let mut pieces = Vec::new();
-        let mut current = Vec::new();
-        let mut size = 0;
-        for row in rows {
-            let s = row_size(&row);
-            if !current.is_empty() && size + s > max_bytes {
-                pieces.push(std::mem::take(&mut current));
-                size = 0;
-            }
-            size += s;
-            current.push(row);
-        }
-        pieces.push(current);
-        let n = pieces.len();
-        Ok(pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, rows)| {
-                let last = i + 1 == n;
-                v1::Transaction {
-                    origin: self.origin,
-                    tsn: self.tsn,
-                    vclock: last.then(|| (&self.vclock).into()),
-                    timestamp: self.timestamp,
-                    rows,
-                    partial: !last,
+    /// The transaction as `Transaction` messages of at most `max_bytes`
+    /// each (at least one row per piece), produced lazily: a spilled
+    /// transaction is read back one piece at a time, so its size never
+    /// shows in memory. Every piece but the last is `partial`; only the last
+    /// carries the vclock.
+    pub(crate) fn pieces(self, max_bytes: usize) -> io::Result<Pieces> {
+        let source = match self.rows {
+            TxRows::Memory(rows) => Source::Memory(rows.into_iter()),
+            TxRows::Spilled(mut file) => {
+                file.seek(SeekFrom::Start(0))?;
+                Source::Spilled {
+                    input: BufReader::with_capacity(1 << 16, file),
+                    left: self.row_count,
                 }
-            })
-            .collect())
+            }
+        };
+        Ok(Pieces {
+            source,
+            peeked: None,
+            max_bytes,
+            origin: self.origin,
+            tsn: self.tsn,
+            vclock: Some(self.vclock),
+            timestamp: self.timestamp,
+        })
     }
 }
 
-fn read_spill(mut file: File) -> io::Result<Vec<v1::Row>> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut data = Vec::new();
-    io::Read::read_to_end(&mut BufReader::new(file), &mut data)?;
-    let mut buf = &data[..];
-    let mut rows = Vec::new();
-    while !buf.is_empty() {
-        rows.push(v1::Row::decode_length_delimited(&mut buf).map_err(io::Error::other)?);
+enum Source {
+    Memory(std::vec::IntoIter<v1::Row>),
+    Spilled { input: BufReader<File>, left: usize },
+}
+
+impl Source {
+    fn next(&mut self) -> io::Result<Option<v1::Row>> {
+        match self {
+            Source::Memory(rows) => Ok(rows.next()),
+            Source::Spilled { input, left } => {
+                if *left == 0 {
+                    return Ok(None);
+                }
+                *left -= 1;
+                let mut len = [0u8; 4];
+                input.read_exact(&mut len)?;
+                let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+                input.read_exact(&mut buf)?;
+                v1::Row::decode(&buf[..])
+                    .map(Some)
+                    .map_err(io::Error::other)
+            }
+        }
     }
-    Ok(rows)
+}
+
+/// The pieces of one transaction (see [`ReadyTx::pieces`]).
+pub(crate) struct Pieces {
+    source: Source,
+    peeked: Option<v1::Row>,
+    max_bytes: usize,
+    origin: u32,
+    tsn: u64,
+    vclock: Option<Vclock>,
+    timestamp: f64,
+}
+
+impl Pieces {
+    /// The next piece, `None` after the last.
+    pub(crate) fn next_piece(&mut self) -> io::Result<Option<v1::Transaction>> {
+        if self.vclock.is_none() {
+            return Ok(None);
+        }
+        let mut rows = Vec::new();
+        let mut size = 0;
+        loop {
+            let row = match self.peeked.take() {
+                Some(r) => r,
+                None => match self.source.next()? {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let s = row_size(&row);
+            if !rows.is_empty() && size + s > self.max_bytes {
+                self.peeked = Some(row);
+                return Ok(Some(self.piece(rows, true)));
+            }
+            size += s;
+            rows.push(row);
+        }
+        Ok(Some(self.piece(rows, false)))
+    }
+
+    fn piece(&mut self, rows: Vec<v1::Row>, partial: bool) -> v1::Transaction {
+        v1::Transaction {
+            origin: self.origin,
+            tsn: self.tsn,
+            vclock: if partial {
+                None
+            } else {
+                self.vclock.take().map(|v| (&v).into())
+            },
+            timestamp: self.timestamp,
+            rows,
+            partial,
+        }
+    }
+}
+
+fn write_spilled(w: &mut impl Write, row: &v1::Row) -> io::Result<()> {
+    let buf = row.encode_to_vec();
+    w.write_all(&(buf.len() as u32).to_le_bytes())?;
+    w.write_all(&buf)
 }
 
 /// A transaction being received.
@@ -177,14 +241,14 @@ impl OpenTx {
         self.sync |= sync;
         self.row_count += 1;
         if let Some(w) = &mut self.spill {
-            return w.write_all(&row.encode_length_delimited_to_vec());
+            return write_spilled(w, &row);
         }
         self.mem_bytes += row_size(&row);
         self.rows.push(row);
         if self.mem_bytes > max_memory {
             let mut w = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(spill_dir)?);
             for r in self.rows.drain(..) {
-                w.write_all(&r.encode_length_delimited_to_vec())?;
+                write_spilled(&mut w, &r)?;
             }
             self.rows = Vec::new();
             self.mem_bytes = 0;
@@ -245,7 +309,11 @@ mod tests {
             panic!()
         };
         assert_eq!(ready.row_count, 1000);
-        let pieces = ready.into_pieces(10_000).unwrap();
+        let mut it = ready.pieces(10_000).unwrap();
+        let mut pieces = Vec::new();
+        while let Some(p) = it.next_piece().unwrap() {
+            pieces.push(p);
+        }
         assert!(pieces.len() > 1);
         assert!(
             pieces[..pieces.len() - 1]

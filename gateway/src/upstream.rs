@@ -545,6 +545,7 @@ impl Reader {
                     }
                 }
             }
+            self.status.lock().processed_vclock = self.gate.processed().clone();
             metrics::gauge!(m::SYNC_HELD, m::REPLICASET => rs.clone()).set(self.gate.held() as f64);
             metrics::gauge!(m::SYNC_HELD_BYTES, m::REPLICASET => rs.clone())
                 .set(self.gate.held_bytes() as f64);

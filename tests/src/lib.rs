@@ -62,6 +62,7 @@
 pub mod etcd;
 pub mod federation;
 pub mod gateway;
+pub mod haproxy;
 pub mod http;
 pub mod lua;
 pub mod options;

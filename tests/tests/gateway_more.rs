@@ -348,9 +348,6 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
 }
 
 #[tokio::test]
-#[ignore = "gateway bug: tcf_gateway_state is set only by the reader (upstream.rs set_state); \
-            service.rs sets status.state to idle when a stream closes (and stopped/idle in \
-            set_running) without updating the gauge, which stays at 3 (streaming)"]
 async fn the_state_gauge_follows_the_status() {
     let rs = source("gauge", 0).await;
     let m = rs.master();

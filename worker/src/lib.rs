@@ -100,8 +100,7 @@ impl Worker {
     }
 
     async fn refresh(&self) -> Result<(), StoreError> {
-        let (state, state_rev) = self.store.state().await?;
-        let (switch, switch_rev) = self.store.switch().await?;
+        let ((state, state_rev), (switch, switch_rev)) = self.store.snapshot().await?;
         let mut v = self.view();
         if let Some(s) = &state {
             ::metrics::gauge!(metrics::TERM).set(s.term as f64);

@@ -176,6 +176,29 @@ impl Store {
         Ok((Some(v), kv.mod_revision()))
     }
 
+    /// The state and the switch record, read in one transaction (one
+    /// consistent revision), each with its revision.
+    pub async fn snapshot(
+        &self,
+    ) -> Result<(Versioned<FedState>, Versioned<SwitchRecord>), StoreError> {
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(self.state_key.as_str(), None),
+            TxnOp::get(self.switch_key.as_str(), None),
+        ]);
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await?;
+        let mut kvs = resp.op_responses().into_iter().map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+            _ => None,
+        });
+        let state = decode(&self.state_key, kvs.next().flatten())?;
+        let switch = decode(&self.switch_key, kvs.next().flatten())?;
+        Ok((state, switch))
+    }
+
     /// The state and its revision.
     pub async fn state(&self) -> Result<Versioned<FedState>, StoreError> {
         self.get(&self.state_key).await
@@ -283,6 +306,22 @@ impl Store {
         out.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    key: &str,
+    kv: Option<(Vec<u8>, i64)>,
+) -> Result<Versioned<T>, StoreError> {
+    match kv {
+        None => Ok((None, 0)),
+        Some((value, rev)) => {
+            let v = serde_json::from_slice(&value).map_err(|source| StoreError::Malformed {
+                key: key.to_owned(),
+                source,
+            })?;
+            Ok((Some(v), rev))
+        }
     }
 }
 
