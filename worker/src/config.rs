@@ -241,7 +241,7 @@ pub struct Config {
     pub switchover_timeout: Duration,
     /// Period of state polling and reconciliation.
     pub poll_interval: Duration,
-    /// Connect timeout (instances, etcd, peers).
+    /// Connect timeout to this cluster's instances (etcd uses 3 s).
     pub connect_timeout: Duration,
 }
 

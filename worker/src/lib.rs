@@ -171,7 +171,8 @@ impl Worker {
             return;
         };
         let (mut out, inc) = replicators::desired(r.mode, status);
-        let mut term = state.term;
+        // The newest term seen (a rolled-back switch started pairs with its own).
+        let mut term = state.term.max(switch.map_or(0, |s| s.term));
         if let Some(s) = switch.filter(|s| {
             !s.phase.is_final()
                 && s.to == me

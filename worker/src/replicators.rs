@@ -120,7 +120,7 @@ pub(crate) async fn info(r: &Replication) -> Value {
         }
     };
     serde_json::json!({
-        "mode": format!("{:?}", r.mode),
+        "mode": match r.mode { Mode::OneWay => "one_way", Mode::TwoWay => "two_way" },
         "outgoing": { "gateway": one(r.outgoing.gateway.clone()).await, "destination": one(r.outgoing.destination.clone()).await },
         "incoming": { "gateway": one(r.incoming.gateway.clone()).await, "destination": one(r.incoming.destination.clone()).await },
     })

@@ -5,7 +5,7 @@
 //!   holds two actives and the term grows by exactly one per switch.
 //! * `PREFIX/FED/switch`: the switch in progress (or the last one): the only
 //!   source of truth for a switch, so any worker can finish or roll it back.
-//! * `PREFIX/FED/history/<term>`: one entry per switch outcome.
+//! * `PREFIX/FED/history/<unix ms>-<outcome>`: one entry per switch outcome.
 
 use std::collections::BTreeMap;
 

@@ -53,6 +53,9 @@ pub(crate) async fn step(
             )
             .await
             .map_err(|e| format!("fencing {me}: {e}"))?;
+            if report.masters.is_empty() {
+                return Err(format!("fencing {me}: no writable instance answers"));
+            }
             info!(term = rec.term, masters = ?report.masters, "fenced for the switchover");
             rec.fence_vclocks = report.vclocks;
             rec.phase = Phase::Drain;
