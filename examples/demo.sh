@@ -12,8 +12,9 @@
 #   3. generates the dev certificates into certs/dev if they are missing;
 #   4. checks that every port it needs is free;
 #   5. starts clusters A and B (2 replicasets x master + replica each:
-#      8 tarantool processes), seeds A, starts etcd (127.0.0.1:2379; not used
-#      by the binaries yet), then tcf-gateway + tcf-destination for A -> B
+#      8 tarantool processes), seeds A, starts etcd (127.0.0.1:2379; for
+#      tcf-worker, which the demo does not run yet: no switch is shown),
+#      then tcf-gateway + tcf-destination for A -> B
 #      (initial load of A into B) and for B -> A (initial_position: current);
 #   6. writes a few thousand rows to A as user `app` and shows them arriving
 #      on B, with the destination's applied vclock and lag;
@@ -28,7 +29,7 @@
 #                     /tmp/tcf-demo.XXXXXX); must be empty or absent
 #   DEMO_KEEP_DATA=1  keep the data files after a successful run (they are
 #                     always kept after a failure; logs are always kept)
-#   DEMO_ROWS=N       rows of the bulk write (default 4000 accounts + 4000 events)
+#   DEMO_ROWS=N       accounts written in the bulk write, with as many events (default 4000)
 #   RUST_LOG          log filter of the tcf binaries (default info)
 #
 # Exit status: 0 when B equals A at the end, 1 on any failure (with the
@@ -165,29 +166,33 @@ stop_pids() {
 
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM HUP
     set +e
-    if [ -n "$WATCHER" ]; then
-        kill "$WATCHER" 2>/dev/null
-        wait "$WATCHER" 2>/dev/null
-    fi
     if [ "${#PIDS[@]}" -gt 0 ]; then
-        step "stopping ${#PIDS[@]} processes (by PID, in reverse start order)"
-        local tcf=() tnt=() other=() pid
+        step "stopping ${#PIDS[@]} processes by PID: destinations, gateways, etcd, clusters"
+        local dst=() gw=() tnt=() other=() pid
         for pid in "${PIDS[@]}"; do
             case "${NAME_OF[$pid]}" in
-                tcf-*) tcf=("$pid" "${tcf[@]}") ;;
-                tarantool*) tnt=("$pid" "${tnt[@]}") ;;
-                *) other=("$pid" "${other[@]}") ;;
+                tcf-destination*) dst+=("$pid") ;;
+                tcf-gateway*) gw+=("$pid") ;;
+                tarantool*) tnt+=("$pid") ;;
+                *) other+=("$pid") ;;
             esac
         done
-        # Destinations and gateways first, then etcd, then the clusters.
-        [ "${#tcf[@]}" -gt 0 ] && stop_pids "${tcf[@]}"
+        # Destinations first (a gateway going away first would make them
+        # log a reconnect), then gateways, etcd, the clusters.
+        [ "${#dst[@]}" -gt 0 ] && stop_pids "${dst[@]}"
+        [ "${#gw[@]}" -gt 0 ] && stop_pids "${gw[@]}"
         [ "${#other[@]}" -gt 0 ] && stop_pids "${other[@]}"
         [ "${#tnt[@]}" -gt 0 ] && stop_pids "${tnt[@]}"
         local left=0
         for pid in "${PIDS[@]}"; do alive "$pid" && left=$((left + 1)); done
         if [ "$left" -eq 0 ]; then say "all stopped"; else say "$left processes still run!"; fi
+    fi
+    # Last: until here, the watcher stands by in case this script is killed.
+    if [ -n "$WATCHER" ]; then
+        kill "$WATCHER" 2>/dev/null
+        wait "$WATCHER" 2>/dev/null
     fi
     if [ -n "$RUN" ] && [ -d "$RUN" ]; then
         rm -f "$RUN/pids"
@@ -218,6 +223,11 @@ on_interrupt() {
 trap cleanup EXIT
 trap on_interrupt INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+# A closed output (e.g. `| tee` killed by the same Ctrl-C) must not kill
+# this script before it has stopped its processes: a failed write is an
+# error (set -e), which runs the cleanup.
+trap '' PIPE
 
 # ---- 1. system packages ---------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
@@ -287,10 +297,11 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Ports the test harness may hand out (tests/src/ports.rs) are locked for the
 # demo's lifetime, as the harness does, so a concurrent test cannot take them.
 lock_port() {
-    local port=$1 fd
-    mkdir -p /tmp/tcf-ports 2>/dev/null || return 0
-    exec {fd}>>"/tmp/tcf-ports/$port.lock" || return 0
-    flock -n "$fd" || die "port $port is reserved by a running tcf test (/tmp/tcf-ports/$port.lock): retry when it ends"
+    local port=$1 fd lock=/tmp/tcf-ports/$1.lock
+    mkdir -p /tmp/tcf-ports 2>/dev/null && [ -w /tmp/tcf-ports ] || return 0
+    [ ! -e "$lock" ] || [ -w "$lock" ] || return 0
+    exec {fd}>>"$lock" || return 0
+    flock -n "$fd" || die "port $port is reserved by a running tcf test ($lock): retry when it ends"
 }
 check_port() {
     local port=$1 what=$2 hint=""
@@ -378,7 +389,7 @@ NEXT_ACCOUNT=$((SEED_ROWS + 1))
 NEXT_EVENT=$((SEED_ROWS + 1))
 
 # ---- 7. etcd --------------------------------------------------------------------------------
-step "etcd (single member, 127.0.0.1:$ETCD_CLIENT; for the worker, not used by the binaries yet)"
+step "etcd (single member, 127.0.0.1:$ETCD_CLIENT; for tcf-worker, which this demo does not run yet)"
 start etcd "$RUN/etcd" etcd.log \
     etcd --name tcf-demo --data-dir "$RUN/etcd/data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
@@ -499,7 +510,7 @@ else
     step "live: a trickle of writes to A every second, until Ctrl-C"
 fi
 say "each second: 2 new accounts, 10 events, 10 balance updates, 1 upsert, 1 delete on A"
-say "the switch (tcf-worker: is_active, switchover, failover, fencing) does not exist yet: A stays active"
+say "the switch (tcf-worker: is_active, switchover, failover, fencing) is not part of this demo yet: A stays active"
 say "columns: seconds, requests sent | accounts/events per replicaset on A and B | destination a-to-b"
 PHASE=live
 tick=0
@@ -547,5 +558,5 @@ for r in "rs1 3301 3401" "rs2 3311 3411"; do
 done
 while read -r line; do say "$line"; done < <(show_status 10082; show_status 10182)
 say "OK: every transaction written to A is on B, exactly once"
-say "not shown: switchover/failover (tcf-worker does not exist yet); etcd ran unused"
+say "not shown yet: the switch (tcf-worker: switchover, failover, fencing); etcd ran unused"
 FAILED=0

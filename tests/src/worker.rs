@@ -133,3 +133,113 @@ impl RunningWorker {
         Ok((r.status, body))
     }
 }
+
+/// Two one-replicaset clusters A (active) and B (passive) with both pairs
+/// (A -> B, B -> A with `initial_position: current`), etcd, and one worker per
+/// cluster driving the pairs in `one_way` mode.
+#[derive(Debug)]
+pub struct Paired {
+    /// Cluster A's replicaset.
+    pub a: crate::Replicaset,
+    /// Cluster B's replicaset.
+    pub b: crate::Replicaset,
+    /// etcd.
+    pub etcd: crate::Etcd,
+    /// Gateway reading A.
+    pub gw_a: crate::gateway::RunningGateway,
+    /// Gateway reading B.
+    pub gw_b: crate::gateway::RunningGateway,
+    /// Destination writing B (A -> B).
+    pub d_b: crate::federation::RunningDestination,
+    /// Destination writing A (B -> A).
+    pub d_a: crate::federation::RunningDestination,
+    /// A's worker.
+    pub wa: RunningWorker,
+    /// B's worker.
+    pub wb: RunningWorker,
+}
+
+impl Paired {
+    /// Starts everything and waits until both pairs stream.
+    pub async fn start() -> anyhow::Result<Self> {
+        use crate::{
+            federation::{RunningDestination, cluster_options},
+            gateway::{GatewayOptions, RunningGateway},
+        };
+        let a = cluster_options("a", "rs1").start_replicaset().await?;
+        let b = cluster_options("b", "rs1").start_replicaset().await?;
+        let etcd = crate::Etcd::start().await?;
+        let gw_a = RunningGateway::start(&[("rs1", a.uris())], GatewayOptions::default()).await?;
+        let gw_b_opts = GatewayOptions {
+            cluster: "B".into(),
+            ..GatewayOptions::default()
+        };
+        let gw_b = RunningGateway::start(&[("rs1", b.uris())], gw_b_opts).await?;
+        let d_b = RunningDestination::start(&gw_a, "B", &[("rs1", b.uris())], &[]).await?;
+        let reverse = ["  initial_position: current"];
+        let d_a = RunningDestination::start(&gw_b, "A", &[("rs1", a.uris())], &reverse).await?;
+        d_b.wait_state("rs1", "streaming").await?;
+        d_a.wait_state("rs1", "streaming").await?;
+        let p = Self {
+            wa: RunningWorker::start(&Self::spec_parts(
+                "A", "active", &a, &etcd, &gw_a, &d_b, &gw_b, &d_a,
+            ))
+            .await?,
+            wb: RunningWorker::start(&Self::spec_parts(
+                "B", "passive", &b, &etcd, &gw_b, &d_a, &gw_a, &d_b,
+            ))
+            .await?,
+            a,
+            b,
+            etcd,
+            gw_a,
+            gw_b,
+            d_b,
+            d_a,
+        };
+        Ok(p)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spec_parts(
+        cluster: &str,
+        status: &str,
+        rs: &crate::Replicaset,
+        etcd: &crate::Etcd,
+        out_gw: &crate::gateway::RunningGateway,
+        out_d: &crate::federation::RunningDestination,
+        in_gw: &crate::gateway::RunningGateway,
+        in_d: &crate::federation::RunningDestination,
+    ) -> WorkerSpec {
+        let peer = if cluster == "A" { "B" } else { "A" };
+        WorkerSpec {
+            cluster: cluster.into(),
+            peer: peer.into(),
+            initial_status: status.into(),
+            instances: rs.uris(),
+            etcd: etcd.endpoint(),
+            replication: Some([
+                out_gw.http_addr.clone(),
+                out_d.http_addr.clone(),
+                in_gw.http_addr.clone(),
+                in_d.http_addr.clone(),
+            ]),
+            mode: "one_way".into(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The spec of another worker of `cluster` (`A` or `B`) with
+    /// `initial_status`, driving the same pairs.
+    pub fn spec(&self, cluster: &str, status: &str) -> WorkerSpec {
+        if cluster == "A" {
+            Self::spec_parts(
+                "A", status, &self.a, &self.etcd, &self.gw_a, &self.d_b, &self.gw_b, &self.d_a,
+            )
+        } else {
+            Self::spec_parts(
+                "B", status, &self.b, &self.etcd, &self.gw_b, &self.d_a, &self.gw_a, &self.d_b,
+            )
+        }
+    }
+}

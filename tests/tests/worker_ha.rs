@@ -4,92 +4,19 @@ use std::time::Duration;
 
 use tcf_iproto::{ConnectOptions, Connection};
 use tcf_tests::{
-    Etcd,
-    federation::{RunningDestination, cluster_options},
-    gateway::{GatewayOptions, RunningGateway},
     haproxy::Haproxy,
     wait_until,
-    worker::{APP_PASSWORD, APP_USER, RunningWorker, TOGGLE_TOKEN, WorkerSpec},
+    worker::{APP_PASSWORD, APP_USER, Paired, RunningWorker, TOGGLE_TOKEN},
 };
 
 const SOON: Duration = Duration::from_secs(60);
 
-fn spec(
-    cluster: &str,
-    peer: &str,
-    status: &str,
-    instances: Vec<String>,
-    etcd: &Etcd,
-    repl: [String; 4],
-) -> WorkerSpec {
-    WorkerSpec {
-        cluster: cluster.into(),
-        peer: peer.into(),
-        initial_status: status.into(),
-        instances,
-        etcd: etcd.endpoint(),
-        replication: Some(repl),
-        mode: "one_way".into(),
-        extra: Vec::new(),
-    }
-}
-
 #[tokio::test]
 async fn serial_haproxy_sends_new_connections_to_the_new_active_cluster() {
-    let a = cluster_options("a", "rs1")
-        .start_replicaset()
+    let p = Paired::start()
         .await
-        .expect("A");
-    let b = cluster_options("b", "rs1")
-        .start_replicaset()
-        .await
-        .expect("B");
-    let etcd = Etcd::start().await.expect("etcd");
-    let gw_a = RunningGateway::start(&[("rs1", a.uris())], GatewayOptions::default())
-        .await
-        .expect("gateway A");
-    let gw_b = RunningGateway::start(
-        &[("rs1", b.uris())],
-        GatewayOptions {
-            cluster: "B".into(),
-            ..GatewayOptions::default()
-        },
-    )
-    .await
-    .expect("gateway B");
-    let d_b = RunningDestination::start(&gw_a, "B", &[("rs1", b.uris())], &[])
-        .await
-        .expect("A -> B");
-    let d_a = RunningDestination::start(
-        &gw_b,
-        "A",
-        &[("rs1", a.uris())],
-        &["  initial_position: current"],
-    )
-    .await
-    .expect("B -> A");
-    let ab = [gw_a.http_addr.clone(), d_b.http_addr.clone()];
-    let ba = [gw_b.http_addr.clone(), d_a.http_addr.clone()];
-    let wa = RunningWorker::start(&spec(
-        "A",
-        "B",
-        "active",
-        a.uris(),
-        &etcd,
-        [ab[0].clone(), ab[1].clone(), ba[0].clone(), ba[1].clone()],
-    ))
-    .await
-    .expect("worker A");
-    let wb = RunningWorker::start(&spec(
-        "B",
-        "A",
-        "passive",
-        b.uris(),
-        &etcd,
-        [ba[0].clone(), ba[1].clone(), ab[0].clone(), ab[1].clone()],
-    ))
-    .await
-    .expect("worker B");
+        .expect("clusters, etcd, replicators and workers");
+    let (a, b, wa, wb) = (&p.a, &p.b, &p.wa, &p.wb);
     let lb = Haproxy::start(&[
         (a.master().uri(), wa.http_addr.clone()),
         (b.master().uri(), wb.http_addr.clone()),
@@ -168,60 +95,14 @@ async fn serial_haproxy_sends_new_connections_to_the_new_active_cluster() {
 
 #[tokio::test]
 async fn serial_a_switch_whose_driver_dies_is_finished_by_another_worker() {
-    let a = cluster_options("a", "rs1")
-        .start_replicaset()
+    let p = Paired::start()
         .await
-        .expect("A");
-    let b = cluster_options("b", "rs1")
-        .start_replicaset()
+        .expect("clusters, etcd, replicators and workers");
+    // A second worker of A; the first (`p.wa`) drives the switch and dies.
+    let (a1, wb) = (&p.wa, &p.wb);
+    let a2 = RunningWorker::start(&p.spec("A", "active"))
         .await
-        .expect("B");
-    let etcd = Etcd::start().await.expect("etcd");
-    let gw_a = RunningGateway::start(&[("rs1", a.uris())], GatewayOptions::default())
-        .await
-        .expect("gateway A");
-    let gw_b = RunningGateway::start(
-        &[("rs1", b.uris())],
-        GatewayOptions {
-            cluster: "B".into(),
-            ..GatewayOptions::default()
-        },
-    )
-    .await
-    .expect("gateway B");
-    let d_b = RunningDestination::start(&gw_a, "B", &[("rs1", b.uris())], &[])
-        .await
-        .expect("A -> B");
-    let d_a = RunningDestination::start(
-        &gw_b,
-        "A",
-        &[("rs1", a.uris())],
-        &["  initial_position: current"],
-    )
-    .await
-    .expect("B -> A");
-    let ab = [gw_a.http_addr.clone(), d_b.http_addr.clone()];
-    let ba = [gw_b.http_addr.clone(), d_a.http_addr.clone()];
-    let sa = spec(
-        "A",
-        "B",
-        "active",
-        a.uris(),
-        &etcd,
-        [ab[0].clone(), ab[1].clone(), ba[0].clone(), ba[1].clone()],
-    );
-    let a1 = RunningWorker::start(&sa).await.expect("worker A1");
-    let a2 = RunningWorker::start(&sa).await.expect("worker A2");
-    let wb = RunningWorker::start(&spec(
-        "B",
-        "A",
-        "passive",
-        b.uris(),
-        &etcd,
-        [ba[0].clone(), ba[1].clone(), ab[0].clone(), ab[1].clone()],
-    ))
-    .await
-    .expect("worker B");
+        .expect("worker A2");
     // A1 drives: it takes the request and (like every A worker) the fence phase.
     let driver = {
         let addr = a1.http_addr.clone();

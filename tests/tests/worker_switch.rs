@@ -5,129 +5,18 @@ use std::time::Duration;
 
 use tcf_iproto::{ConnectOptions, Connection};
 use tcf_tests::{
-    Etcd, Replicaset,
-    federation::{RunningDestination, cluster_options, dump, wait_equal},
-    gateway::{ADMIN_TOKEN, GatewayOptions, INFO_TOKEN, RunningGateway},
+    federation::{dump, wait_equal},
+    gateway::INFO_TOKEN,
     wait_until,
-    worker::{APP_PASSWORD, APP_USER, RunningWorker, TOGGLE_TOKEN, WorkerSpec},
+    worker::{APP_PASSWORD, APP_USER, Paired, RunningWorker, TOGGLE_TOKEN},
 };
 
 const SOON: Duration = Duration::from_secs(60);
 
-struct Setup {
-    a: Replicaset,
-    b: Replicaset,
-    _etcd: Etcd,
-    _gw_a: RunningGateway,
-    _gw_b: RunningGateway,
-    _d_b: RunningDestination,
-    _d_a: RunningDestination,
-    wa: RunningWorker,
-    wb: RunningWorker,
-}
-
-fn spec(
-    cluster: &str,
-    peer: &str,
-    status: &str,
-    rs: &Replicaset,
-    etcd: &Etcd,
-    repl: [String; 4],
-) -> WorkerSpec {
-    WorkerSpec {
-        cluster: cluster.into(),
-        peer: peer.into(),
-        initial_status: status.into(),
-        instances: rs.uris(),
-        etcd: etcd.endpoint(),
-        replication: Some(repl),
-        mode: "one_way".into(),
-        extra: Vec::new(),
-    }
-}
-
-async fn setup() -> Setup {
-    let a = cluster_options("a", "rs1")
-        .start_replicaset()
+async fn setup() -> Paired {
+    Paired::start()
         .await
-        .expect("A");
-    let b = cluster_options("b", "rs1")
-        .start_replicaset()
-        .await
-        .expect("B");
-    let etcd = Etcd::start().await.expect("etcd");
-    let gw_a = RunningGateway::start(&[("rs1", a.uris())], GatewayOptions::default())
-        .await
-        .expect("gateway A");
-    let gw_b = RunningGateway::start(
-        &[("rs1", b.uris())],
-        GatewayOptions {
-            cluster: "B".into(),
-            ..GatewayOptions::default()
-        },
-    )
-    .await
-    .expect("gateway B");
-    let d_b = RunningDestination::start(&gw_a, "B", &[("rs1", b.uris())], &[])
-        .await
-        .expect("A -> B");
-    let d_a = RunningDestination::start(
-        &gw_b,
-        "A",
-        &[("rs1", a.uris())],
-        &["  initial_position: current"],
-    )
-    .await
-    .expect("B -> A");
-    d_b.wait_state("rs1", "streaming")
-        .await
-        .expect("A -> B streaming");
-    d_a.wait_state("rs1", "streaming")
-        .await
-        .expect("B -> A streaming");
-    let a_to_b = [gw_a.http_addr.clone(), d_b.http_addr.clone()];
-    let b_to_a = [gw_b.http_addr.clone(), d_a.http_addr.clone()];
-    let wa = RunningWorker::start(&spec(
-        "A",
-        "B",
-        "active",
-        &a,
-        &etcd,
-        [
-            a_to_b[0].clone(),
-            a_to_b[1].clone(),
-            b_to_a[0].clone(),
-            b_to_a[1].clone(),
-        ],
-    ))
-    .await
-    .expect("worker A");
-    let wb = RunningWorker::start(&spec(
-        "B",
-        "A",
-        "passive",
-        &b,
-        &etcd,
-        [
-            b_to_a[0].clone(),
-            b_to_a[1].clone(),
-            a_to_b[0].clone(),
-            a_to_b[1].clone(),
-        ],
-    ))
-    .await
-    .expect("worker B");
-    Setup {
-        a,
-        b,
-        _etcd: etcd,
-        _gw_a: gw_a,
-        _gw_b: gw_b,
-        _d_b: d_b,
-        _d_a: d_a,
-        wa,
-        wb,
-    }
+        .expect("clusters, etcd, replicators and workers")
 }
 
 async fn app(t: &tcf_tests::Tarantool) -> Connection {
@@ -221,7 +110,6 @@ async fn serial_toggle_flips_the_probe_and_the_fence() {
         !info["history"].as_array().expect("history").is_empty(),
         "{info}"
     );
-    let _ = ADMIN_TOKEN;
 }
 
 #[tokio::test]
@@ -317,14 +205,7 @@ async fn serial_initial_status_contradiction_refuses_at_bootstrap_and_is_ignored
     let s = setup().await;
     probe(&s.wa, 200).await;
     // A second worker of B that believes B is active: refused at term 0.
-    let mut wrong = spec(
-        "B",
-        "A",
-        "active",
-        &s.b,
-        &s._etcd,
-        [String::new(), String::new(), String::new(), String::new()],
-    );
+    let mut wrong = s.spec("B", "active");
     wrong.replication = None;
     let w = RunningWorker::spawn(&wrong).expect("spawn");
     assert_eq!(
@@ -342,14 +223,7 @@ async fn serial_initial_status_contradiction_refuses_at_bootstrap_and_is_ignored
     assert_eq!(code, 200, "{body}");
     // After a switch, a config that contradicts the state is ignored (A is
     // passive now; this worker of A still says active).
-    let mut stale = spec(
-        "A",
-        "B",
-        "active",
-        &s.a,
-        &s._etcd,
-        [String::new(), String::new(), String::new(), String::new()],
-    );
+    let mut stale = s.spec("A", "active");
     stale.replication = None;
     let w = RunningWorker::start(&stale)
         .await

@@ -170,16 +170,20 @@ impl Worker {
         let Some(status) = state.status(me) else {
             return;
         };
-        let (mut out, inc) = replicators::desired(r.mode, status);
-        // The newest term seen (a rolled-back switch started pairs with its own).
-        let mut term = state.term.max(switch.map_or(0, |s| s.term));
-        if let Some(s) = switch.filter(|s| {
-            !s.phase.is_final()
-                && s.to == me
-                && matches!(s.phase, store::Phase::Reverse | store::Phase::Flip)
-        }) {
-            out = true;
-            term = s.term;
+        let (mut out, mut inc) = replicators::desired(r.mode, status);
+        // The newest term seen: a switch (even a rolled-back one) started pairs
+        // with its own term, and the replicators refuse anything older.
+        let term = state.term.max(switch.map_or(0, |s| s.term));
+        // From the reverse phase on, the pair leaving the cluster becoming
+        // active runs, whatever the (not yet flipped) statuses say.
+        if let Some(s) =
+            switch.filter(|s| matches!(s.phase, store::Phase::Reverse | store::Phase::Flip))
+        {
+            if s.to == me {
+                out = true;
+            } else if s.from == me {
+                inc = true;
+            }
         }
         let token = r.token.expose();
         let mut errors = Vec::new();

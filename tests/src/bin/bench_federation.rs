@@ -25,10 +25,20 @@
 //! 3. **Peak RSS** (`VmHWM`) of the gateway and the destination(s).
 //! 4. **WAN**: the destination is replaced by one that reaches the gateway
 //!    through [`DelayProxy`] (`WAN_DELAY_MS` added each way, no bandwidth
-//!    cap); throughput of `N2` rows in transactions of `B`.
+//!    cap); throughput of `N2` rows in transactions of `B`, next to the same
+//!    `N2` rows through the first destination just before (no proxy).
 //!
 //! CPU use of every process (and of each Tarantool thread) during each phase
-//! is printed on `cpu` lines, from `/proc/PID/task/*/stat`.
+//! is printed on `cpu` lines, from `/proc/PID/stat` and
+//! `/proc/PID/task/*/stat`; the gateway's and destination's counters
+//! (source reconnects, batches, time spent in apply calls) on `pipeline`
+//! lines.
+//!
+//! Environment (defaults in brackets): `N` [1000000], `B` [100], `ROUNDS`
+//! [2], `LAG_ROWS_PER_S` [20000], `LAG_SECS` [20], `LAG_TX_ROWS` [100], `N2`
+//! [200000], `WAN_DELAY_MS` [30], `SOURCE_REPLICATION_TIMEOUT_MS` [the
+//! harness's 250 ms: A's `replication_timeout` and the gateway's
+//! `source_replication_timeout`; the native pair keeps Tarantool's 1 s].
 //!
 //! Any wait fails after 60 s without progress, with the destination's status
 //! and log tails.
@@ -102,6 +112,9 @@ struct Settings {
     lag_tx_rows: u64,
     n2: u64,
     wan_delay: Duration,
+    /// `SOURCE_REPLICATION_TIMEOUT_MS`: A's `replication_timeout` and the
+    /// gateway's `source_replication_timeout` (default: the harness's).
+    source_replication_timeout: Option<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,6 +127,13 @@ fn main() -> anyhow::Result<()> {
         lag_tx_rows: env_or("LAG_TX_ROWS", 100)?.max(1),
         n2: env_or("N2", 200_000)?,
         wan_delay: Duration::from_millis(env_or("WAN_DELAY_MS", 30)?),
+        source_replication_timeout: match std::env::var("SOURCE_REPLICATION_TIMEOUT_MS") {
+            Ok(_) => Some(Duration::from_millis(env_or(
+                "SOURCE_REPLICATION_TIMEOUT_MS",
+                250,
+            )?)),
+            Err(_) => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -151,8 +171,11 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         .start_replicaset()
         .await
         .context("starting the native master and replica")?;
-    let a = cluster_options("a", "rs1")
-        .memtx_memory(MEMTX)
+    let mut a_opts = cluster_options("a", "rs1").memtx_memory(MEMTX);
+    if let Some(t) = s.source_replication_timeout {
+        a_opts = a_opts.replication_timeout(t);
+    }
+    let a = a_opts
         .start_replicaset()
         .await
         .context("starting source cluster A")?;
@@ -164,6 +187,9 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
     let mut gateway = RunningGateway::start(&[("rs1", a.uris())], GatewayOptions::default())
         .await
         .context("starting tcf-gateway")?;
+    if let Some(t) = s.source_replication_timeout {
+        set_source_replication_timeout(&gateway, t).await?;
+    }
     let destination = RunningDestination::start(&gateway, "B", &[("rs1", b.uris())], &[])
         .await
         .context("starting tcf-destination")?;
@@ -272,6 +298,16 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
     before.report(&after, "lag", lag_started.elapsed());
     println!("{lag}");
 
+    // The WAN run's reference: the same N2 without the proxy.
+    let wan_s = Settings { n: s.n2, ..*s };
+    cpu.start();
+    let lan = throughput(&a_writer, b.master(), a_next, &wan_s, Some(&destination))
+        .await
+        .context("LAN reference run")?;
+    a_next += s.n2;
+    cpu.report("lan reference");
+    eprintln!("lan reference: {lan}");
+
     // 3. Peak RSS of the first destination (it is replaced for the WAN run).
     let dest_hwm = proc_status(dest_pid)?.hwm_kib as f64 / 1024.0;
     let dest_rss = proc_status(dest_pid)?.rss_kib as f64 / 1024.0;
@@ -300,7 +336,6 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         .pid()
         .context("the WAN destination is not running")?;
     cpu.replace("destination", wan_pid);
-    let wan_s = Settings { n: s.n2, ..*s };
     cpu.start();
     let before = PipelineCounters::read(&gateway, &wan_dest).await;
     let r = throughput(&a_writer, b.master(), a_next, &wan_s, Some(&wan_dest))
@@ -311,11 +346,13 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
     before.report(&after, "wan", r.total);
     eprintln!("wan: {r}");
     println!(
-        "wan_rtt_added_ms={} rows={} tx_rows={} tcf_rows_per_s={:.0} proxy_bytes={}",
+        "wan_rtt_added_ms={} rows={} tx_rows={} tcf_rows_per_s={:.0} \
+         same_rows_without_proxy_rows_per_s={:.0} proxy_bytes={}",
         2 * s.wan_delay.as_millis(),
         s.n2,
         s.b,
         r.rows_per_s(),
+        lan.rows_per_s(),
         proxy.bytes_forwarded()
     );
 
@@ -336,6 +373,30 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
     );
     drop(proxy);
     Ok(())
+}
+
+/// Restarts the gateway with `source_replication_timeout` set to `t` (the
+/// harness writes 250ms into its config, and a repeated key is refused).
+async fn set_source_replication_timeout(gw: &RunningGateway, t: Duration) -> anyhow::Result<()> {
+    let path = gw.process.dir().join("config.yaml");
+    let config = std::fs::read_to_string(&path)?;
+    let mut found = false;
+    let edited: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("source_replication_timeout:") {
+                found = true;
+                format!("  source_replication_timeout: {}ms", t.as_millis())
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    ensure!(found, "no source_replication_timeout in {}", path.display());
+    std::fs::write(&path, edited.join("\n") + "\n")?;
+    gw.process.stop().await?;
+    gw.process.spawn()?;
+    gw.process.wait_http(&gw.http_addr, "/metrics").await
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -686,7 +747,6 @@ struct PipelineCounters {
     gateway_reconnects: f64,
     gateway_streams_opened: f64,
     gateway_rows_shipped: f64,
-    gateway_bytes_shipped: f64,
     dest_batches: f64,
     dest_rows: f64,
     dest_apply_seconds: f64,
@@ -717,7 +777,6 @@ impl PipelineCounters {
             gateway_reconnects: metric_sum(&g, "tcf_gateway_reconnects_total"),
             gateway_streams_opened: gateway.process.log().matches("stream opened").count() as f64,
             gateway_rows_shipped: metric_sum(&g, "tcf_gateway_rows_shipped_total"),
-            gateway_bytes_shipped: metric_sum(&g, "tcf_gateway_bytes_shipped_total"),
             dest_batches: metric_sum(&d, "tcf_destination_batches_applied_total"),
             dest_rows: metric_sum(&d, "tcf_destination_rows_applied_total"),
             dest_apply_seconds: metric_sum(&d, "tcf_destination_apply_seconds_sum"),
@@ -731,12 +790,11 @@ impl PipelineCounters {
         let apply = d(|c| c.dest_apply_seconds);
         println!(
             "pipeline phase=\"{phase}\" gateway_reconnects={:.0} gateway_streams_opened={:.0} gateway_rows_shipped={:.0} \
-             gateway_bytes_per_row={:.1} dest_batches={batches:.0} dest_rows_per_batch={:.0} \
+             dest_batches={batches:.0} dest_rows_per_batch={:.0} \
              dest_apply_ms_mean={:.2} dest_apply_busy_pct={:.0}",
             d(|c| c.gateway_reconnects),
             d(|c| c.gateway_streams_opened),
             d(|c| c.gateway_rows_shipped),
-            d(|c| c.gateway_bytes_shipped) / d(|c| c.gateway_rows_shipped).max(1.0),
             d(|c| c.dest_rows) / batches.max(1.0),
             apply / batches.max(1.0) * 1e3,
             apply / wall.as_secs_f64().max(1e-9) * 100.0,
