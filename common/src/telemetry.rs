@@ -24,7 +24,12 @@ pub fn init_tracing(service: &str) {
         },
     };
     let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // No colour codes in log files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let installed = if json {
         builder
             .json()

@@ -199,7 +199,16 @@ impl<'a> Session<'a> {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 ctx.pool.failed(&address);
-                return Err(End::Retry(format!("gateway {address}: {}", s.message())));
+                let msg = format!("gateway {address} refused the stream: {}", s.message());
+                return Err(match s.code() {
+                    // The gateway will refuse again: an operator must act.
+                    tonic::Code::FailedPrecondition
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::NotFound => End::Fatal(State::Failed, msg),
+                    _ => End::Retry(msg),
+                });
             }
         };
         let (tx, rx) = mpsc::channel(32);

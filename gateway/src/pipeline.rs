@@ -23,6 +23,9 @@ use crate::{
     txbuf::row_size,
 };
 
+/// How often a busy stream carries a heartbeat of its own.
+const BUSY_HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// The outgoing half of a gRPC stream.
 pub(crate) type Outbound = mpsc::Sender<Result<v1::GatewayMessage, Status>>;
 
@@ -71,6 +74,7 @@ pub(crate) async fn send_loop(
     cancel: CancellationToken,
 ) {
     let mut next: Option<Item> = None;
+    let mut last_busy_heartbeat = Instant::now();
     loop {
         let item = match next.take() {
             Some(i) => i,
@@ -184,13 +188,32 @@ pub(crate) async fn send_loop(
                         }
                     }
                 }
-                send(
+                let sent = send(
                     &out,
                     Kind::Batch(v1::Batch {
                         transactions: batch,
                     }),
                 )
-                .await
+                .await;
+                // The source sends heartbeats only when idle: under steady
+                // writes, tell the destination the source position and lag
+                // once a second anyway.
+                if sent.is_ok() && last_busy_heartbeat.elapsed() >= BUSY_HEARTBEAT {
+                    last_busy_heartbeat = Instant::now();
+                    let (shipped, source) = {
+                        let st = status.lock();
+                        (st.shipped_vclock.clone(), st.source_vclock.clone())
+                    };
+                    let hb = v1::Heartbeat {
+                        processed: Some((&shipped).into()),
+                        source_vclock: Some((&source).into()),
+                        source_time: 0.0,
+                        lag_seconds: lock(&lag).seconds(),
+                    };
+                    send(&out, Kind::Heartbeat(hb)).await
+                } else {
+                    sent
+                }
             }
         };
         if result.is_err() {
