@@ -216,6 +216,15 @@ end
 -- Ends an initial load (or records a resolved `current` position): every
 -- engine's row gets `new` and state `streaming`, one engine at a time.
 function tcf_v1_set_position(m)
+    -- Only over rows this writer made (its own load) or none (a fresh
+    -- `current` start): another destination's rows are never overwritten.
+    for _, engine in ipairs({'memtx', 'vinyl'}) do
+        local cur = box.space[PROGRESS[engine]]:get{m.cluster, m.rs}
+        if cur ~= nil and (cur[8] or '') ~= m.writer then
+            fail('position', '%s/%s was written by writer %s; not overwriting it',
+                 m.cluster, m.rs, tostring(cur[8]))
+        end
+    end
     for _, engine in ipairs({'memtx', 'vinyl'}) do
         local space = box.space[PROGRESS[engine]]
         box.begin()

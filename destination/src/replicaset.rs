@@ -557,9 +557,13 @@ impl<'a> Session<'a> {
 
     async fn set_position(&mut self, v: &Vclock) -> Result<(), End> {
         let empty = Vclock::new();
-        self.target
+        if let Err(e) = self
+            .target
             .set_position(&self.meta(Engine::Memtx, &empty, v, false))
-            .await?;
+            .await
+        {
+            return Err(self.apply_failed(e, Some(Engine::Memtx)).await);
+        }
         self.pos.memtx = Some(self.row(v, false));
         self.pos.vinyl = Some(self.row(v, false));
         self.st.lock().applied_vclock = self.pos.current();

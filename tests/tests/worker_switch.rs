@@ -74,6 +74,7 @@ async fn serial_toggle_flips_the_probe_and_the_fence() {
     let (code, body) = s.wb.toggle(Some(TOGGLE_TOKEN)).await.expect("toggle");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["result"], "done", "{body}");
+    println!("switchover (idle): {} ms", body["duration_ms"]);
     assert_eq!(body["term"], 1, "{body}");
     probe(&s.wa, 418).await;
     probe(&s.wb, 200).await;
