@@ -74,6 +74,10 @@ pub(crate) async fn send_loop(
     cancel: CancellationToken,
 ) {
     let mut next: Option<Item> = None;
+    let bytes_shipped = metrics::counter!(m::BYTES_SHIPPED, m::REPLICASET => replicaset.clone());
+    let rows_shipped = metrics::counter!(m::ROWS_SHIPPED, m::REPLICASET => replicaset.clone());
+    let txs_shipped =
+        metrics::counter!(m::TRANSACTIONS_SHIPPED, m::REPLICASET => replicaset.clone());
     let mut last_busy_heartbeat = Instant::now();
     loop {
         let item = match next.take() {
@@ -166,15 +170,12 @@ pub(crate) async fn send_loop(
                             size = 0;
                         }
                         size += s;
-                        metrics::counter!(m::BYTES_SHIPPED, m::REPLICASET => replicaset.clone())
-                            .increment(s as u64);
+                        bytes_shipped.increment(s as u64);
                         batch.push(piece);
                     }
                     lock(&lag).shipped(vclock.clone(), received_at);
-                    metrics::counter!(m::ROWS_SHIPPED, m::REPLICASET => replicaset.clone())
-                        .increment(rows);
-                    metrics::counter!(m::TRANSACTIONS_SHIPPED, m::REPLICASET => replicaset.clone())
-                        .increment(1);
+                    rows_shipped.increment(rows);
+                    txs_shipped.increment(1);
                     {
                         let mut st = status.lock();
                         st.shipped_vclock = vclock;

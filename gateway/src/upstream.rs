@@ -476,6 +476,10 @@ impl Reader {
         let mut open: Option<OpenTx> = None;
         let mut synchro: Vec<RowOutcome> = Vec::new();
         let rs = self.src.replicaset.clone();
+        // Handles registered once: a per-row macro call would hash labels.
+        let rows_read = metrics::counter!(m::ROWS_READ, m::REPLICASET => rs.clone());
+        let bytes_read = metrics::counter!(m::BYTES_READ, m::REPLICASET => rs.clone());
+        let txs_read = metrics::counter!(m::TRANSACTIONS_READ, m::REPLICASET => rs.clone());
         loop {
             let row = match sub.next().await {
                 Ok(Event::Row(row)) => row,
@@ -492,9 +496,8 @@ impl Reader {
                 }
                 Err(e) => return Err(self.stop_for(e)),
             };
-            metrics::counter!(m::ROWS_READ, m::REPLICASET => rs.clone()).increment(1);
-            metrics::counter!(m::BYTES_READ, m::REPLICASET => rs.clone())
-                .increment(row.body.len() as u64);
+            rows_read.increment(1);
+            bytes_read.increment(row.body.len() as u64);
             let b = tracker
                 .track(&row)
                 .map_err(|e| Stop::Retry(format!("broken row stream: {e}")))?;
@@ -523,7 +526,7 @@ impl Reader {
             if !b.last {
                 continue;
             }
-            metrics::counter!(m::TRANSACTIONS_READ, m::REPLICASET => rs.clone()).increment(1);
+            txs_read.increment(1);
             let vclock = tracker.vclock().clone();
             for s in synchro.drain(..) {
                 self.apply_synchro(s).await?;

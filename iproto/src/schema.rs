@@ -60,6 +60,7 @@ impl SpaceMeta {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     spaces: HashMap<u32, SpaceMeta>,
+    by_name: HashMap<String, u32>,
 }
 
 /// A `_space` or `_index` tuple that could not be understood, or a failed read.
@@ -97,7 +98,7 @@ impl Catalog {
 
     /// The space with this name.
     pub fn by_name(&self, name: &str) -> Option<&SpaceMeta> {
-        self.spaces.values().find(|s| s.name == name)
+        self.by_name.get(name).and_then(|id| self.spaces.get(id))
     }
 
     /// Every space replicated by tcf, by name.
@@ -133,6 +134,10 @@ impl Catalog {
             .get(&id)
             .map(|s| s.primary_key.clone())
             .unwrap_or_default();
+        if let Some(old) = self.spaces.get(&id) {
+            self.by_name.remove(&old.name);
+        }
+        self.by_name.insert(name.clone(), id);
         self.spaces.insert(
             id,
             SpaceMeta {
@@ -171,7 +176,9 @@ impl Catalog {
 
     /// Forgets a dropped space.
     pub fn remove(&mut self, id: u32) {
-        self.spaces.remove(&id);
+        if let Some(old) = self.spaces.remove(&id) {
+            self.by_name.remove(&old.name);
+        }
     }
 }
 
