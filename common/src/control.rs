@@ -70,6 +70,37 @@ impl Control {
     }
 }
 
+/// Answers a start/stop request: needs the `toggle` role, parses the body as
+/// a [`Command`], calls `apply(term)` (which returns `(running, newest term)`)
+/// and answers `{"running", "term"}`, 400 for a bad body, 409 for a stale term.
+pub fn respond(
+    tokens: &crate::auth::Tokens,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    apply: impl FnOnce(Option<u64>) -> Result<(bool, u64), StaleTerm>,
+) -> axum::response::Response {
+    use axum::{Json, http::StatusCode, response::IntoResponse};
+    use serde_json::json;
+    if let Err(e) = crate::auth::check(tokens, headers, crate::auth::Role::Toggle) {
+        return e.into_response();
+    }
+    let cmd = match Command::parse(body) {
+        Ok(c) => c,
+        Err(e) => {
+            let error = json!({ "error": format!("bad body: {e}") });
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        }
+    };
+    match apply(cmd.term) {
+        Ok((running, term)) => Json(json!({ "running": running, "term": term })).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //! Conventions for config files are in `docs/config.md`.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod control;
 #[cfg(any(feature = "devcerts", test))]

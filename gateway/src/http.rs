@@ -15,16 +15,13 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tcf_common::{
-    auth::{Role, check},
-    control::Command,
-};
+use tcf_common::auth::{Role, check};
 
 use crate::service::Gateway;
 
@@ -61,27 +58,10 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 }
 
 fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
-    if let Err(e) = check(&ctx.gw.config.tokens, headers, Role::Toggle) {
-        return e.into_response();
-    }
-    let cmd = match Command::parse(body) {
-        Ok(c) => c,
-        Err(e) => {
-            let error = json!({ "error": format!("bad body: {e}") });
-            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
-        }
-    };
-    match ctx.gw.set_running(run, cmd.term) {
-        Ok(()) => {
-            let (running, term) = ctx.gw.control_state();
-            Json(json!({ "running": running, "term": term })).into_response()
-        }
-        Err(e) => (
-            StatusCode::CONFLICT,
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
-    }
+    tcf_common::control::respond(&ctx.gw.config.tokens, headers, body, |term| {
+        ctx.gw.set_running(run, term)?;
+        Ok(ctx.gw.control_state())
+    })
 }
 
 async fn start(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
