@@ -1,13 +1,22 @@
 //! A minimal HTTP/1.1 client for the control APIs between tcf processes
 //! (worker -> replicators, worker -> peer workers): one request per
-//! connection, plain HTTP, bounded by a timeout.
+//! connection, bounded by a timeout. `http://` is plain; `https://` is TLS,
+//! trusting only the CA given to [`request_with`] or installed once for the
+//! process with [`set_https_roots`] (no system roots).
 
-use std::time::Duration;
+use std::{
+    sync::{PoisonError, RwLock},
+    time::Duration,
+};
 
+use rustls::pki_types::ServerName;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::TlsConnector;
+
+use crate::https::HttpsRoots;
 
 /// An HTTP response: status code and body.
 #[derive(Debug, Clone)]
@@ -21,10 +30,10 @@ pub struct HttpResponse {
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpClientError {
-    /// Not `http://host:port[/]`.
+    /// Not `http(s)://host:port[/]`.
     #[error("bad URL {0}")]
     Url(String),
-    /// Connect, write or read failed.
+    /// Connect, TLS handshake, write or read failed.
     #[error("{addr}: {source}")]
     Io {
         /// `host:port`.
@@ -47,22 +56,45 @@ pub enum HttpClientError {
         /// `host:port`.
         addr: String,
     },
+    /// An `https://` URL, but no CA to trust was configured.
+    #[error("{addr}: https needs a trusted CA (configure http_client.ca_file)")]
+    NoTrustedCa {
+        /// `host:port`.
+        addr: String,
+    },
 }
 
-/// `host:port` of an `http://host:port` base URL (a bare `host:port` is accepted).
+static HTTPS_ROOTS: RwLock<Option<HttpsRoots>> = RwLock::new(None);
+
+/// Sets the CA that [`request`] trusts for `https://` URLs, for the whole
+/// process (replacing any earlier one). Without it, `https://` requests fail
+/// with [`HttpClientError::NoTrustedCa`].
+pub fn set_https_roots(roots: HttpsRoots) {
+    *HTTPS_ROOTS.write().unwrap_or_else(PoisonError::into_inner) = Some(roots);
+}
+
+/// `host:port` of an `http://host:port` or `https://host:port` base URL (a
+/// bare `host:port` is accepted, as plain HTTP).
 pub fn authority(base: &str) -> Result<&str, HttpClientError> {
-    let rest = base
-        .strip_prefix("http://")
-        .unwrap_or(base)
-        .trim_end_matches('/');
+    Ok(target(base)?.1)
+}
+
+/// (TLS?, `host:port`).
+fn target(base: &str) -> Result<(bool, &str), HttpClientError> {
+    let (tls, rest) = match base.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, base.strip_prefix("http://").unwrap_or(base)),
+    };
+    let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
         return Err(HttpClientError::Url(base.to_owned()));
     }
-    Ok(rest)
+    Ok((tls, rest))
 }
 
-/// Sends `method path` to `base` (`http://host:port`), with an optional
-/// bearer token and JSON body.
+/// Sends `method path` to `base` (`http(s)://host:port`), with an optional
+/// bearer token and JSON body. `https://` trusts the CA set with
+/// [`set_https_roots`].
 pub async fn request(
     method: &str,
     base: &str,
@@ -71,26 +103,62 @@ pub async fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpClientError> {
-    let addr = authority(base)?.to_owned();
+    let roots = HTTPS_ROOTS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    request_with(roots.as_ref(), method, base, path, token, body, timeout).await
+}
+
+/// [`request`] with an explicit CA for `https://` (`None`: https fails).
+/// The server certificate must chain to it and name the URL's host (DNS
+/// name or IP address).
+pub async fn request_with(
+    roots: Option<&HttpsRoots>,
+    method: &str,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpClientError> {
+    let (tls, addr) = target(base)?;
+    let addr = addr.to_owned();
     let io = |source| HttpClientError::Io {
         addr: addr.clone(),
         source,
     };
+    let connector = match (tls, roots) {
+        (false, _) => None,
+        (true, Some(r)) => Some(TlsConnector::from(r.client_config())),
+        (true, None) => return Err(HttpClientError::NoTrustedCa { addr }),
+    };
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     let work = async {
-        let mut s = TcpStream::connect(&addr).await.map_err(io)?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        let tcp = TcpStream::connect(&addr).await.map_err(io)?;
+        let raw = match connector {
+            None => exchange(tcp, &req).await,
+            Some(c) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr.as_str(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+                exchange(c.connect(name, tcp).await.map_err(io)?, &req).await
+            }
         }
-        let body = body.unwrap_or("");
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        s.write_all(req.as_bytes()).await.map_err(io)?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(io)?;
-        parse(&String::from_utf8_lossy(&buf))
+        .map_err(io)?;
+        parse(&String::from_utf8_lossy(&raw))
             .ok_or_else(|| HttpClientError::Malformed { addr: addr.clone() })
     };
     tokio::time::timeout(timeout, work)
@@ -99,6 +167,21 @@ pub async fn request(
             addr: addr.clone(),
             after: timeout,
         })?
+}
+
+/// Writes `req`, reads until the server closes. A TLS peer that closes
+/// without `close_notify` after answering is accepted.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    req: &str,
+) -> std::io::Result<Vec<u8>> {
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf).await {
+        Ok(_) => Ok(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => Ok(buf),
+        Err(e) => Err(e),
+    }
 }
 
 fn parse(raw: &str) -> Option<HttpResponse> {
@@ -147,5 +230,7 @@ mod tests {
             "127.0.0.1:8081"
         );
         assert!(authority("http://host/path").is_err());
+        assert_eq!(target("https://[::1]:8443").unwrap(), (true, "[::1]:8443"));
+        assert_eq!(target("10.0.0.1:80").unwrap(), (false, "10.0.0.1:80"));
     }
 }

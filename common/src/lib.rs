@@ -9,6 +9,8 @@
 //! | [`metrics`] | Prometheus recorder and `/metrics` rendering |
 //! | [`telemetry`] | `tracing` setup (`RUST_LOG`, `TCF_LOG_FORMAT=json`) |
 //! | [`http`] | serving an axum router with graceful shutdown |
+//! | [`https`] | serving it over TLS; the CA trusted by `https://` requests |
+//! | [`http_client`] | minimal HTTP/1.1 client for the control APIs, `http://` and `https://` |
 //! | `devcerts` | (feature `devcerts`) development CA and certificates; the `tcf-certs` binary |
 //!
 //! Conventions for config files are in `docs/config.md`.
@@ -21,6 +23,7 @@ pub mod control;
 pub mod devcerts;
 pub mod http;
 pub mod http_client;
+pub mod https;
 pub mod metrics;
 pub mod telemetry;
 pub mod tls;

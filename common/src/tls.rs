@@ -246,7 +246,7 @@ fn parse_certs(
 type LoadedIdentity = (Vec<u8>, Vec<u8>, Vec<String>);
 
 /// Reads and cross-checks a certificate chain and its private key.
-fn load_identity(
+pub(crate) fn load_identity(
     key: &str,
     cert_file: &Path,
     key_file: &Path,
@@ -304,7 +304,7 @@ fn load_identity(
 }
 
 /// Reads a CA bundle and checks every certificate is a usable trust anchor.
-fn load_ca(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn load_ca(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     let pem = read(key, path)?;
     let certs = parse_certs(key, path, &pem)?;
     let mut roots = RootCertStore::empty();

@@ -4,6 +4,7 @@
 local VERSION = 1
 local ffi = require('ffi')
 local clock = require('clock')
+local fiber = require('fiber')
 
 pcall(ffi.cdef, [[
 int box_insert(uint32_t space_id, const char *tuple, const char *tuple_end, box_tuple_t **result);
@@ -136,6 +137,20 @@ local function check(space, m)
     end
 end
 
+-- Runs fn with this fiber's writes marked as tcf's own
+-- (`fiber.self().storage.tcf_mark`, read by tcf-worker's unmarked-write
+-- triggers on a passive cluster); the mark is cleared on every exit.
+local function marked(fn)
+    return function(...)
+        local st = fiber.self().storage
+        st.tcf_mark = true
+        local ok, res = pcall(fn, ...)
+        st.tcf_mark = nil
+        if not ok then error(res, 0) end
+        return res
+    end
+end
+
 local function mark(space, m)
     space:replace{m.cluster, m.rs, as_map(m.new), m.source_uuid, m.state, clock.time(),
                   m.destination, m.writer}
@@ -145,7 +160,7 @@ end
 -- m = {cluster, rs, engine = 'memtx'|'vinyl', expected, new, source_uuid,
 --      state = 'streaming'|'loading', destination, writer}
 -- rows = {{op, space_id, index_id, index_base, key, tuple, ops}, ...} (raw msgpack strings)
-function tcf_v1_apply(m, rows)
+tcf_v1_apply = marked(function(m, rows)
     local space = box.space[PROGRESS[m.engine]]
     box.begin()
     local ok, err = pcall(function()
@@ -160,11 +175,11 @@ function tcf_v1_apply(m, rows)
     end
     box.commit()
     return #rows
-end
+end)
 
 -- Persists an advance that covers only skipped rows, in the local space.
 -- m = {cluster, rs, expected (local row), new, source_uuid, destination, writer}
-function tcf_v1_advance_local(m)
+tcf_v1_advance_local = marked(function(m)
     local space = box.space[PROGRESS['local']]
     box.begin()
     local ok, err = pcall(function()
@@ -177,13 +192,13 @@ function tcf_v1_advance_local(m)
     end
     box.commit()
     return true
-end
+end)
 
 -- Starts an initial load: refuses non-empty spaces unless `truncate`, then
 -- truncates them (each with a progress mark) and marks every engine's
 -- progress row `loading` at the empty vclock.
 -- m = {cluster, rs, source_uuid, destination, writer}; spaces = {space_id, ...}
-function tcf_v1_load_begin(m, spaces, truncate)
+tcf_v1_load_begin = marked(function(m, spaces, truncate)
     for _, sid in ipairs(spaces) do
         local s = box.space[sid]
         if s == nil then fail('schema', 'no space %s on the target', tostring(sid)) end
@@ -211,11 +226,11 @@ function tcf_v1_load_begin(m, spaces, truncate)
     local l = box.space[PROGRESS['local']]
     l:delete{m.cluster, m.rs}
     return true
-end
+end)
 
 -- Ends an initial load (or records a resolved `current` position): every
 -- engine's row gets `new` and state `streaming`, one engine at a time.
-function tcf_v1_set_position(m)
+tcf_v1_set_position = marked(function(m)
     -- Only over rows this writer made (its own load) or none (a fresh
     -- `current` start): another destination's rows are never overwritten.
     for _, engine in ipairs({'memtx', 'vinyl'}) do
@@ -233,6 +248,6 @@ function tcf_v1_set_position(m)
         box.commit()
     end
     return true
-end
+end)
 
 return VERSION

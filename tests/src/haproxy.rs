@@ -22,6 +22,13 @@ impl Haproxy {
     /// Balances `127.0.0.1:PORT` over `backends` (`(server, worker http)`),
     /// sending connections only where the worker answers 200.
     pub fn start(backends: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::start_with(backends, "")
+    }
+
+    /// [`Haproxy::start`] with `check_options` added to every `server` line
+    /// (e.g. `check-ssl verify required ca-file CA.pem` for workers serving
+    /// HTTPS).
+    pub fn start_with(backends: &[(String, String)], check_options: &str) -> anyhow::Result<Self> {
         let dir = WorkDir::new("haproxy", &["haproxy.log"])?;
         let port = PortLease::allocate()?;
         let frontend = format!("127.0.0.1:{}", port.port());
@@ -33,7 +40,7 @@ impl Haproxy {
         for (i, (server, worker)) in backends.iter().enumerate() {
             let check_port = worker.rsplit(':').next().unwrap_or_default();
             cfg.push_str(&format!(
-                "  server s{i} {server} check port {check_port} inter 200 fall 1 rise 3\n"
+                "  server s{i} {server} check port {check_port} {check_options} inter 200 fall 1 rise 3\n"
             ));
         }
         let path = dir.path().join("haproxy.cfg");

@@ -19,7 +19,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -49,6 +49,7 @@ pub struct DelayProxy {
     upstream: String,
     delay: Duration,
     forwarded: Arc<AtomicU64>,
+    cut: Arc<AtomicBool>,
     task: JoinHandle<()>,
     _port: PortLease,
 }
@@ -63,11 +64,13 @@ impl DelayProxy {
             .await
             .with_context(|| format!("binding the delay proxy on {addr}"))?;
         let forwarded = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(accept_loop(
             listener,
             upstream.to_owned(),
             delay,
             Arc::clone(&forwarded),
+            Arc::clone(&cut),
         ));
         tracing::info!(addr, upstream, ?delay, "delay proxy listening");
         Ok(Self {
@@ -75,9 +78,17 @@ impl DelayProxy {
             upstream: upstream.to_owned(),
             delay,
             forwarded,
+            cut,
             task,
             _port: port,
         })
+    }
+
+    /// Cuts the link like a network partition (`true`): bytes in flight and
+    /// new bytes are dropped, new connections are accepted and left hanging;
+    /// nothing is closed. `false` heals it for new connections.
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
     }
 
     /// `127.0.0.1:PORT` to connect to instead of the upstream.
@@ -114,6 +125,7 @@ async fn accept_loop(
     upstream: String,
     delay: Duration,
     forwarded: Arc<AtomicU64>,
+    cut: Arc<AtomicBool>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -129,7 +141,16 @@ async fn accept_loop(
         while connections.try_join_next().is_some() {}
         let upstream = upstream.clone();
         let forwarded = Arc::clone(&forwarded);
+        let cut = Arc::clone(&cut);
         connections.spawn(async move {
+            if cut.load(Ordering::SeqCst) {
+                // Hang like a partitioned peer: hold the socket, say nothing.
+                while cut.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                drop(client);
+                return;
+            }
             let server = match TcpStream::connect(&upstream).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -142,8 +163,8 @@ async fn accept_loop(
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
             tokio::join!(
-                pipe(cr, sw, delay, Arc::clone(&forwarded)),
-                pipe(sr, cw, delay, forwarded),
+                pipe(cr, sw, delay, Arc::clone(&forwarded), Arc::clone(&cut)),
+                pipe(sr, cw, delay, forwarded, cut),
             );
             tracing::debug!(%peer, "delay proxy: connection closed");
         });
@@ -157,6 +178,7 @@ async fn pipe(
     mut to: OwnedWriteHalf,
     delay: Duration,
     forwarded: Arc<AtomicU64>,
+    cut: Arc<AtomicBool>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = async move {
@@ -177,6 +199,9 @@ async fn pipe(
     let writer = async move {
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            if cut.load(Ordering::SeqCst) {
+                continue;
+            }
             if to.write_all(&chunk).await.is_err() {
                 return;
             }

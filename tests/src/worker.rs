@@ -38,6 +38,12 @@ pub struct WorkerSpec {
     pub replication: Option<[String; 4]>,
     /// `one_way` or `two_way`.
     pub mode: String,
+    /// The peer cluster's workers (`http://host:port`).
+    pub peer_workers: Vec<String>,
+    /// etcd endpoint override for this worker (e.g. through a proxy).
+    pub etcd_via: Option<String>,
+    /// `replication.on_return` (`resync` when `None`).
+    pub on_return: Option<String>,
     /// Extra lines for the `worker:` section.
     pub extra: Vec<String>,
 }
@@ -63,8 +69,30 @@ impl RunningWorker {
 
     /// Writes the config and starts the worker without waiting.
     pub fn spawn(spec: &WorkerSpec) -> anyhow::Result<Self> {
+        Self::spawn_with(spec, None, PortLease::allocate()?)
+    }
+
+    /// [`RunningWorker::start`] on a port leased beforehand (so that peers
+    /// can be configured with its address first).
+    pub async fn start_on(spec: &WorkerSpec, port: PortLease) -> anyhow::Result<Self> {
+        let w = Self::spawn_with(spec, None, port)?;
+        w.process.wait_http(&w.http_addr, "/metrics").await?;
+        Ok(w)
+    }
+
+    /// [`RunningWorker::spawn`] with `http_server.tls`: the API is HTTPS
+    /// only, so the plain-HTTP helpers of this type do not reach it (use
+    /// `tcf_common::http_client::request_with` with the CA).
+    pub fn spawn_tls(spec: &WorkerSpec, tls: &tcf_common::https::HttpTls) -> anyhow::Result<Self> {
+        Self::spawn_with(spec, Some(tls), PortLease::allocate()?)
+    }
+
+    fn spawn_with(
+        spec: &WorkerSpec,
+        tls: Option<&tcf_common::https::HttpTls>,
+        port: PortLease,
+    ) -> anyhow::Result<Self> {
         let process = TcfProcess::new("tcf-worker")?;
-        let port = PortLease::allocate()?;
         let http_addr = format!("127.0.0.1:{}", port.port());
         let mut y = String::from("worker:\n  federation: test\n");
         y.push_str(&format!(
@@ -76,20 +104,39 @@ impl RunningWorker {
             y.push_str(&format!("    - \"{i}\"\n"));
         }
         y.push_str(&format!("  admin_user: {ADMIN_USER}\n  admin_password: {ADMIN_PASSWORD}\n  dml_users: [{APP_USER}]\n"));
-        y.push_str(&format!("  http_server: {{listen: \"{http_addr}\"}}\n"));
+        let tls = tls.map_or(String::new(), |t| {
+            format!(
+                ", tls: {{cert_file: \"{}\", key_file: \"{}\"}}",
+                t.cert_file.display(),
+                t.key_file.display()
+            )
+        });
+        y.push_str(&format!(
+            "  http_server: {{listen: \"{http_addr}\"{tls}}}\n"
+        ));
         y.push_str(&format!(
             "  auth:\n    tokens:\n      - {{role: admin, token: {ADMIN_TOKEN}}}\n      - {{role: toggle, token: {TOGGLE_TOKEN}}}\n      - {{role: info, token: {INFO_TOKEN}}}\n"
         ));
         y.push_str(&format!(
             "  storage: {{endpoints: [\"{}\"], prefix: /tcf-test}}\n",
-            spec.etcd
+            spec.etcd_via.as_deref().unwrap_or(&spec.etcd)
         ));
+        if !spec.peer_workers.is_empty() {
+            y.push_str("  peer_workers:\n");
+            for p in &spec.peer_workers {
+                y.push_str(&format!("    - \"{p}\"\n"));
+            }
+            y.push_str(&format!("  peer_token: {INFO_TOKEN}\n"));
+        }
         y.push_str("  poll_interval: 200ms\n  switchover_timeout: 20s\n");
         if let Some([og, od, ig, id]) = &spec.replication {
             y.push_str(&format!(
                 "  replication:\n    mode: {}\n    token: {ADMIN_TOKEN}\n    outgoing: {{gateway: \"http://{og}\", destination: \"http://{od}\"}}\n    incoming: {{gateway: \"http://{ig}\", destination: \"http://{id}\"}}\n",
                 spec.mode
             ));
+            if let Some(o) = &spec.on_return {
+                y.push_str(&format!("    on_return: {o}\n"));
+            }
         }
         for l in &spec.extra {
             y.push_str(l);
@@ -157,38 +204,135 @@ pub struct Paired {
     pub wa: RunningWorker,
     /// B's worker.
     pub wb: RunningWorker,
+    /// Second replicasets (`rs2`) of A and B, with [`PairedOptions::two_replicasets`].
+    pub rs2: Option<(crate::Replicaset, crate::Replicaset)>,
+    /// With [`PairedOptions::isolate_a`]: the links of A's worker to etcd,
+    /// to B's worker, and of B's worker to A's worker.
+    pub a_links: Vec<crate::proxy::DelayProxy>,
+    /// With [`PairedOptions::second_workers`]: a second worker of A, then of B.
+    pub more: Vec<RunningWorker>,
 }
+
+/// How [`Paired::start_with`] sets the pair up.
+#[derive(Debug, Clone, Default)]
+pub struct PairedOptions {
+    /// Both workers campaign as coordinators with short test timings
+    /// ([`COORDINATOR`]) and know each other as `peer_workers`.
+    pub coordinator: bool,
+    /// Route A's worker to etcd and to B's worker, and B's worker to A's,
+    /// through proxies the test can cut ([`Paired::a_links`]).
+    pub isolate_a: bool,
+    /// Each cluster gets a second replicaset `rs2`.
+    pub two_replicasets: bool,
+    /// Each cluster gets a second worker ([`Paired::more`]).
+    pub second_workers: bool,
+    /// `replication.on_return` of every worker.
+    pub on_return: Option<String>,
+}
+
+/// The coordinator settings of [`PairedOptions::coordinator`].
+pub const COORDINATOR: &str = "  coordinator: {enabled: true, health_check_delay: 300ms, max_suspect_counts: 3, failover_timeout: 6s, fencing_timeout: 3s, lease_ttl: 2s, immunity_period: 60s}\n  connect_timeout: 1s";
 
 impl Paired {
     /// Starts everything and waits until both pairs stream.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(PairedOptions::default()).await
+    }
+
+    /// [`Paired::start`] with options.
+    pub async fn start_with(o: PairedOptions) -> anyhow::Result<Self> {
         use crate::{
             federation::{RunningDestination, cluster_options},
             gateway::{GatewayOptions, RunningGateway},
+            proxy::DelayProxy,
         };
         let a = cluster_options("a", "rs1").start_replicaset().await?;
         let b = cluster_options("b", "rs1").start_replicaset().await?;
+        let rs2 = if o.two_replicasets {
+            Some((
+                cluster_options("a", "rs2").start_replicaset().await?,
+                cluster_options("b", "rs2").start_replicaset().await?,
+            ))
+        } else {
+            None
+        };
+        let sets = |x: &crate::Replicaset, x2: Option<&crate::Replicaset>| {
+            let mut v = vec![("rs1", x.uris())];
+            if let Some(x2) = x2 {
+                v.push(("rs2", x2.uris()));
+            }
+            v
+        };
+        let a_sets = sets(&a, rs2.as_ref().map(|r| &r.0));
+        let b_sets = sets(&b, rs2.as_ref().map(|r| &r.1));
         let etcd = crate::Etcd::start().await?;
-        let gw_a = RunningGateway::start(&[("rs1", a.uris())], GatewayOptions::default()).await?;
+        let gw_a = RunningGateway::start(&a_sets, GatewayOptions::default()).await?;
         let gw_b_opts = GatewayOptions {
             cluster: "B".into(),
             ..GatewayOptions::default()
         };
-        let gw_b = RunningGateway::start(&[("rs1", b.uris())], gw_b_opts).await?;
-        let d_b = RunningDestination::start(&gw_a, "B", &[("rs1", b.uris())], &[]).await?;
+        let gw_b = RunningGateway::start(&b_sets, gw_b_opts).await?;
+        let d_b = RunningDestination::start(&gw_a, "B", &b_sets, &[]).await?;
         let reverse = ["  initial_position: current"];
-        let d_a = RunningDestination::start(&gw_b, "A", &[("rs1", a.uris())], &reverse).await?;
-        d_b.wait_state("rs1", "streaming").await?;
-        d_a.wait_state("rs1", "streaming").await?;
+        let d_a = RunningDestination::start(&gw_b, "A", &a_sets, &reverse).await?;
+        for (rs, _) in &a_sets {
+            d_b.wait_state(rs, "streaming").await?;
+            d_a.wait_state(rs, "streaming").await?;
+        }
+        let (pa, pb) = (PortLease::allocate()?, PortLease::allocate()?);
+        let (addr_a, addr_b) = (
+            format!("127.0.0.1:{}", pa.port()),
+            format!("127.0.0.1:{}", pb.port()),
+        );
+        let second = if o.second_workers {
+            Some((PortLease::allocate()?, PortLease::allocate()?))
+        } else {
+            None
+        };
+        let mut a_links = Vec::new();
+        let (mut to_etcd, mut a_to_b, mut b_to_a) = (None, addr_b.clone(), addr_a.clone());
+        if o.isolate_a {
+            let no_delay = std::time::Duration::ZERO;
+            let etcd_addr = etcd.endpoint().trim_start_matches("http://").to_owned();
+            a_links.push(DelayProxy::start(&etcd_addr, no_delay).await?);
+            a_links.push(DelayProxy::start(&addr_b, no_delay).await?);
+            a_links.push(DelayProxy::start(&addr_a, no_delay).await?);
+            to_etcd = Some(format!("http://{}", a_links[0].addr()));
+            a_to_b = a_links[1].addr().to_owned();
+            b_to_a = a_links[2].addr().to_owned();
+        }
+        let a_all: Vec<String> = a_sets.iter().flat_map(|(_, u)| u.clone()).collect();
+        let b_all: Vec<String> = b_sets.iter().flat_map(|(_, u)| u.clone()).collect();
+        let mut spec_a = Self::spec_parts("A", "active", &a, &etcd, &gw_a, &d_b, &gw_b, &d_a);
+        let mut spec_b = Self::spec_parts("B", "passive", &b, &etcd, &gw_b, &d_a, &gw_a, &d_b);
+        spec_a.instances = a_all;
+        spec_b.instances = b_all;
+        spec_a.on_return.clone_from(&o.on_return);
+        spec_b.on_return.clone_from(&o.on_return);
+        if o.coordinator {
+            spec_a.peer_workers = vec![format!("http://{a_to_b}")];
+            spec_b.peer_workers = vec![format!("http://{b_to_a}")];
+            if let Some((pa2, pb2)) = &second {
+                spec_a
+                    .peer_workers
+                    .push(format!("http://127.0.0.1:{}", pb2.port()));
+                spec_b
+                    .peer_workers
+                    .push(format!("http://127.0.0.1:{}", pa2.port()));
+            }
+            spec_a.extra.push(COORDINATOR.into());
+            spec_b.extra.push(COORDINATOR.into());
+        }
+        let mut more = Vec::new();
+        if let Some((pa2, pb2)) = second {
+            more.push(RunningWorker::start_on(&spec_a, pa2).await?);
+            more.push(RunningWorker::start_on(&spec_b, pb2).await?);
+        }
+        spec_a.etcd_via = to_etcd;
         let p = Self {
-            wa: RunningWorker::start(&Self::spec_parts(
-                "A", "active", &a, &etcd, &gw_a, &d_b, &gw_b, &d_a,
-            ))
-            .await?,
-            wb: RunningWorker::start(&Self::spec_parts(
-                "B", "passive", &b, &etcd, &gw_b, &d_a, &gw_a, &d_b,
-            ))
-            .await?,
+            more,
+            wa: RunningWorker::start_on(&spec_a, pa).await?,
+            wb: RunningWorker::start_on(&spec_b, pb).await?,
             a,
             b,
             etcd,
@@ -196,6 +340,8 @@ impl Paired {
             gw_b,
             d_b,
             d_a,
+            rs2,
+            a_links,
         };
         Ok(p)
     }
@@ -225,6 +371,9 @@ impl Paired {
                 in_d.http_addr.clone(),
             ]),
             mode: "one_way".into(),
+            peer_workers: Vec::new(),
+            etcd_via: None,
+            on_return: None,
             extra: Vec::new(),
         }
     }

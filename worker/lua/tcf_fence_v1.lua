@@ -28,6 +28,7 @@ function tcf_fence_v1(term, fence, users)
         error(string.format('tcf_stale_term: term %d is older than %d recorded here', term, cur[2]), 0)
     end
     s:replace{'term', term, fence and 'fenced' or 'open'}
+    rawset(_G, 'tcf_fence_state_v1', fence and 'fenced' or 'open')
     for _, u in ipairs(users) do
         if box.schema.user.exists(u) then
             if fence then

@@ -69,7 +69,10 @@ struct Raw {
     dml_users: Vec<String>,
     #[serde(default)]
     peer_workers: Vec<String>,
+    peer_token: Option<Secret>,
+    peer_token_file: Option<PathBuf>,
     http_server: RawHttp,
+    http_client: Option<RawHttpClient>,
     auth: Option<AuthConfig>,
     storage: RawStorage,
     #[serde(default)]
@@ -87,6 +90,13 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: String,
+    tls: Option<tcf_common::https::HttpTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpClient {
+    ca_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +120,10 @@ struct RawCoordinator {
     failover_timeout: ConfigDuration,
     #[serde(default = "default_fencing_timeout")]
     fencing_timeout: ConfigDuration,
+    #[serde(default = "default_lease_ttl")]
+    lease_ttl: ConfigDuration,
+    #[serde(default = "default_immunity")]
+    immunity_period: ConfigDuration,
 }
 
 impl Default for RawCoordinator {
@@ -120,6 +134,8 @@ impl Default for RawCoordinator {
             max_suspect_counts: default_max_suspect_counts(),
             failover_timeout: default_failover_timeout(),
             fencing_timeout: default_fencing_timeout(),
+            lease_ttl: default_lease_ttl(),
+            immunity_period: default_immunity(),
         }
     }
 }
@@ -129,6 +145,8 @@ impl Default for RawCoordinator {
 struct RawReplication {
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    on_return: OnReturn,
     token_file: Option<PathBuf>,
     token: Option<Secret>,
     outgoing: RawPair,
@@ -166,6 +184,26 @@ fn default_failover_timeout() -> ConfigDuration {
 fn default_fencing_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(10))
 }
+fn default_lease_ttl() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_immunity() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
+}
+
+/// What happens to a cluster that comes back `diverged` after a failover.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnReturn {
+    /// It stays fenced and unreplicated until an operator calls
+    /// `POST /tcf/resync`, which reloads it from the active cluster.
+    #[default]
+    Resync,
+    /// Its tail (the writes past the loss point) is shipped to the active
+    /// cluster by the pair leaving it, then it becomes passive; conflicting
+    /// keys resolve by apply order (the tail wins over older active writes).
+    ShipTail,
+}
 
 /// The HTTP control APIs of one replicator pair.
 #[derive(Debug, Clone)]
@@ -181,6 +219,8 @@ pub struct Pair {
 pub struct Replication {
     /// Which pairs run in steady state.
     pub mode: Mode,
+    /// What to do with this cluster when it comes back `diverged`.
+    pub on_return: OnReturn,
     /// Bearer token for their control APIs.
     pub token: Secret,
     /// The pair leaving this cluster (this cluster -> peer).
@@ -189,7 +229,7 @@ pub struct Replication {
     pub incoming: Pair,
 }
 
-/// Coordinator settings (automatic failover: not built yet, validated now).
+/// Coordinator settings (election and automatic failover).
 #[derive(Debug, Clone)]
 pub struct Coordinator {
     /// Campaign for the coordinator role.
@@ -202,6 +242,10 @@ pub struct Coordinator {
     pub failover_timeout: Duration,
     /// Cut off from etcd and the peer this long, a worker stops answering 200.
     pub fencing_timeout: Duration,
+    /// TTL of the leader's etcd lease: a dead leader is replaced after it.
+    pub lease_ttl: Duration,
+    /// No automatic failover this long after the previous one.
+    pub immunity_period: Duration,
 }
 
 /// The validated configuration.
@@ -225,8 +269,15 @@ pub struct Config {
     pub dml_users: Vec<String>,
     /// The peer cluster's workers (`http://host:port`).
     pub peer_workers: Vec<String>,
+    /// Bearer token (role `info`) for the peer workers' API, if they use auth.
+    pub peer_token: Option<Secret>,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
+    /// `http_server.tls`: serve the API over HTTPS.
+    pub http_tls: Option<tcf_common::https::HttpsServer>,
+    /// `http_client.ca_file`: the CA trusted by `https://` requests (peer
+    /// workers, replicators).
+    pub https_roots: Option<tcf_common::https::HttpsRoots>,
     /// Bearer tokens of the API.
     pub tokens: Tokens,
     /// etcd endpoints.
@@ -295,7 +346,22 @@ impl Config {
         for (i, p) in raw.peer_workers.iter().enumerate() {
             parse_endpoint(&key(&format!("peer_workers[{i}]")), p)?;
         }
+        let peer_token = match (&raw.peer_token, &raw.peer_token_file) {
+            (None, None) => None,
+            _ => Some(resolve_secret(
+                &key("peer_token"),
+                raw.peer_token,
+                raw.peer_token_file.as_deref(),
+                "",
+            )?),
+        };
         let http_listen = parse_listen(&key("http_server.listen"), &raw.http_server.listen)?;
+        let http_tls = (raw.http_server.tls.as_ref())
+            .map(|t| tcf_common::https::server(&key("http_server.tls"), t))
+            .transpose()?;
+        let https_roots = (raw.http_client.as_ref())
+            .map(|c| tcf_common::https::HttpsRoots::load(&key("http_client.ca_file"), &c.ca_file))
+            .transpose()?;
         let tokens = Tokens::load(&key("auth"), raw.auth.as_ref())?;
         if raw.storage.endpoints.is_empty() {
             return Err(ConfigError::invalid(
@@ -320,6 +386,12 @@ impl Config {
                     "must be shorter than failover_timeout ({} >= {}): the isolated side must stop answering 200 before the other is promoted",
                     c.fencing_timeout, c.failover_timeout
                 ),
+            ));
+        }
+        if c.lease_ttl.get() < Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                key("coordinator.lease_ttl"),
+                "must be at least 2s (etcd's minimum lease)",
             ));
         }
         if c.max_suspect_counts == 0 {
@@ -350,12 +422,16 @@ impl Config {
                 };
                 Some(Replication {
                     mode: r.mode,
+                    on_return: r.on_return,
                     token,
                     outgoing: pair("outgoing", r.outgoing)?,
                     incoming: pair("incoming", r.incoming)?,
                 })
             }
         };
+        if https_roots.is_none() {
+            https_needs_ca(&raw.peer_workers, replication.as_ref())?;
+        }
         Ok(Self {
             federation: raw.federation,
             cluster: raw.cluster,
@@ -366,7 +442,10 @@ impl Config {
             admin_password,
             dml_users: raw.dml_users,
             peer_workers: raw.peer_workers,
+            peer_token,
             http_listen,
+            http_tls,
+            https_roots,
             tokens,
             etcd_endpoints: raw.storage.endpoints,
             prefix: raw.storage.prefix,
@@ -376,6 +455,8 @@ impl Config {
                 max_suspect_counts: c.max_suspect_counts,
                 failover_timeout: c.failover_timeout.get(),
                 fencing_timeout: c.fencing_timeout.get(),
+                lease_ttl: c.lease_ttl.get(),
+                immunity_period: c.immunity_period.get(),
             },
             replication,
             switchover_timeout: raw.switchover_timeout.get(),
@@ -399,5 +480,30 @@ impl Config {
             self.prefix.trim_end_matches('/'),
             self.federation
         )
+    }
+}
+
+/// An `https://` URL the worker calls while no `http_client.ca_file` is set.
+fn https_needs_ca(peers: &[String], r: Option<&Replication>) -> Result<(), ConfigError> {
+    let peers = peers
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (format!("peer_workers[{i}]"), u));
+    let pairs = r.into_iter().flat_map(|r| {
+        [("outgoing", &r.outgoing), ("incoming", &r.incoming)]
+            .into_iter()
+            .flat_map(|(name, p)| {
+                [
+                    (format!("replication.{name}.gateway"), &p.gateway),
+                    (format!("replication.{name}.destination"), &p.destination),
+                ]
+            })
+    });
+    match peers.chain(pairs).find(|(_, u)| u.starts_with("https://")) {
+        Some((k, _)) => Err(ConfigError::invalid(
+            format!("worker.{k}"),
+            "an https:// URL needs worker.http_client.ca_file (the CA its certificate chains to)",
+        )),
+        None => Ok(()),
     }
 }

@@ -77,22 +77,30 @@ pub(crate) async fn apply(
             .await
             .map_err(|e| err(e.to_string()))?;
         let (vclock, uuid) = match out.as_array().map(Vec::as_slice) {
-            Some([Value::Map(m), Value::String(u)]) => {
-                let mut v = Vclock::new();
-                for (id, lsn) in m {
-                    if let (Some(id), Some(lsn)) = (
-                        id.as_u64().and_then(|i| u32::try_from(i).ok()),
-                        lsn.as_u64(),
-                    ) {
-                        v.set(id, lsn);
-                    }
-                }
-                (v, u.as_str().unwrap_or_default().to_owned())
-            }
+            Some([v @ Value::Map(_), Value::String(u)]) => (
+                vclock_of(v).unwrap_or_default(),
+                u.as_str().unwrap_or_default().to_owned(),
+            ),
             _ => return Err(err(format!("unexpected answer {out}"))),
         };
         report.vclocks.insert(uuid, vclock);
         report.masters.push(uri.clone());
     }
     Ok(report)
+}
+
+/// A vclock from a msgpack map `{id: lsn}` (an empty array is empty).
+pub(crate) fn vclock_of(v: &Value) -> Option<Vclock> {
+    let mut out = Vclock::new();
+    match v {
+        Value::Map(m) => {
+            for (id, lsn) in m {
+                let id = id.as_u64().and_then(|i| u32::try_from(i).ok())?;
+                out.set(id, lsn.as_u64()?);
+            }
+        }
+        Value::Array(a) if a.is_empty() => {}
+        _ => return None,
+    }
+    Some(out)
 }

@@ -5,11 +5,15 @@
 //! | `GET /tcf/status` | `info` | `active` / `passive` / `diverged` (text) |
 //! | `GET /tcf/is_active` | none | 200 active, 418 passive, 503 + `{"error"}` when it cannot tell |
 //! | `POST /tcf/toggle`, `POST /tcf/switchover` | `toggle` | planned switchover; waits for the outcome |
-//! | `GET /tcf/api/v1/info` | `info` | JSON state, switch, history, replicators |
+//! | `POST /tcf/failover` | `admin` | fails the active cluster over to its peer now |
+//! | `POST /tcf/resync` | `admin` | reloads this `diverged` cluster from the active one |
+//! | `GET /tcf/api/v1/info` | `info` | JSON state, switch, history, replicators, leader |
+//! | `GET /tcf/api/v1/health` | `info` | this cluster's health probe (for the coordinator) |
+//! | `GET /tcf/api/v1/view` | `info` | this worker's state (for peer confirmation) |
 //! | `GET /metrics` | none | Prometheus text |
 //!
 //! `is_active` is open to load balancers: it answers 200 only while the
-//! state is confirmed from etcd within `fencing_timeout`.
+//! state is confirmed from etcd or by a peer worker within `fencing_timeout`.
 
 use std::{sync::Arc, time::Instant};
 
@@ -41,7 +45,11 @@ pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
         .route("/tcf/is_active", get(is_active))
         .route("/tcf/toggle", post(switchover))
         .route("/tcf/switchover", post(switchover))
+        .route("/tcf/failover", post(failover))
+        .route("/tcf/resync", post(resync))
         .route("/tcf/api/v1/info", get(info))
+        .route("/tcf/api/v1/health", get(health))
+        .route("/tcf/api/v1/view", get(view))
         .route("/metrics", get(metrics_text))
         .with_state(Ctx { w, metrics })
 }
@@ -71,17 +79,20 @@ async fn is_active(State(ctx): State<Ctx>) -> Response {
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
-    if let Some(e) = ctx
-        .w
-        .view()
-        .fence_error
-        .clone()
-        .filter(|e| e.contains("no instance"))
-    {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e);
-    }
     match state.status(&ctx.w.cfg.cluster) {
-        Some(Status::Active) => (StatusCode::OK, "active").into_response(),
+        Some(Status::Active) => {
+            // Active on paper, but none of its instances answers.
+            if let Some(e) = ctx
+                .w
+                .view()
+                .fence_error
+                .clone()
+                .filter(|e| e.contains("no instance"))
+            {
+                return error(StatusCode::SERVICE_UNAVAILABLE, e);
+            }
+            (StatusCode::OK, "active").into_response()
+        }
         Some(s) => (StatusCode::IM_A_TEAPOT, s.as_str()).into_response(),
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +157,7 @@ async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         requested_by: format!("{} (role {})", w.id, role.as_str()),
         fence_vclocks: Default::default(),
         error: None,
+        loss_point: Default::default(),
     };
     match w.store.put_switch(state_rev, switch_rev, &rec).await {
         Ok(true) => {}
@@ -200,7 +212,7 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         w.view().etcd_error = Some(e.to_string());
     }
     let v = w.view().clone();
-    let stale = w.confirmed_state().is_err();
+    let confirmed = w.confirmed_state().is_ok();
     let history = w.store.history(20).await.unwrap_or_default();
     let replicators = match &w.cfg.replication {
         Some(r) => crate::replicators::info(r).await,
@@ -213,17 +225,82 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         "worker": w.id,
         "term": v.state.as_ref().map(|s| s.term),
         "clusters": v.state.as_ref().map(|s| &s.clusters),
-        "stale": stale,
+        "stale": !w.etcd_fresh(),
+        "confirmed": confirmed,
         "etcd_error": v.etcd_error,
         "switch": v.switch,
         "switch_error": v.switch_error,
         "fence": v.fence.map(|(fenced, term)| json!({ "fenced": fenced, "term": term })),
         "fence_error": v.fence_error,
         "replicator_error": v.replicator_error,
+        "unmarked_commits": v.unmarked,
         "replicators": replicators,
         "history": history,
-        "coordinator": null,
+        "leader": v.leader,
+        "coordinator": {
+            "enabled": w.cfg.coordinator.enabled,
+            "leading": w.campaign.leading(w.cfg.coordinator.lease_ttl).is_some(),
+            "verdict": w.verdict().clone(),
+        },
     }))
+    .into_response()
+}
+
+async fn failover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    let role = match check(&ctx.w.cfg.tokens, &headers, Role::Admin) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let by = format!("{} (role {})", ctx.w.id, role.as_str());
+    match crate::failover::fail_over(&ctx.w, "manual", by, None).await {
+        Ok(o) => Json(json!({ "result": "done", "failover": o })).into_response(),
+        Err(e) => {
+            let code = match e {
+                crate::failover::FailoverError::Etcd(_) => StatusCode::SERVICE_UNAVAILABLE,
+                crate::failover::FailoverError::Replicators { .. } => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::CONFLICT,
+            };
+            error(code, e.to_string())
+        }
+    }
+}
+
+async fn resync(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    let role = match check(&ctx.w.cfg.tokens, &headers, Role::Admin) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let by = format!("{} (role {})", ctx.w.id, role.as_str());
+    match crate::resync::resync(&ctx.w, by).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => {
+            let code = match e {
+                crate::resync::ResyncError::Etcd(_) => StatusCode::SERVICE_UNAVAILABLE,
+                crate::resync::ResyncError::Failed(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::CONFLICT,
+            };
+            error(code, e.to_string())
+        }
+    }
+}
+
+async fn health(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    Json(crate::health::probe_local(&ctx.w).await).into_response()
+}
+
+async fn view(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    let state = ctx.w.view().state.clone();
+    Json(crate::peers::PeerView {
+        cluster: ctx.w.cfg.cluster.clone(),
+        state,
+        etcd_fresh: ctx.w.etcd_fresh(),
+    })
     .into_response()
 }
 

@@ -8,12 +8,19 @@
 //! `docs/state.md`.
 
 pub mod config;
+mod coordinator;
+mod election;
+mod failover;
 mod fence;
+pub mod health;
 mod http;
 mod metrics;
+pub mod peers;
 mod replicators;
+mod resync;
 pub mod store;
 mod switch;
+mod unmarked;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -59,12 +66,17 @@ pub(crate) struct View {
     pub(crate) switch: Option<SwitchRecord>,
     pub(crate) switch_rev: i64,
     pub(crate) confirmed_at: Option<Instant>,
+    /// When a peer worker last confirmed `state` (same term and statuses).
+    pub(crate) peer_confirmed_at: Option<Instant>,
     pub(crate) etcd_error: Option<String>,
+    /// The elected coordinator's id, as last read.
+    pub(crate) leader: Option<String>,
     /// `(fenced, term)` as last applied to this cluster.
     pub(crate) fence: Option<(bool, u64)>,
     pub(crate) fence_error: Option<String>,
     pub(crate) switch_error: Option<String>,
     pub(crate) replicator_error: Option<String>,
+    pub(crate) unmarked: unmarked::Unmarked,
 }
 
 /// A running worker.
@@ -73,6 +85,12 @@ pub struct Worker {
     pub(crate) store: Store,
     pub(crate) id: String,
     view: Mutex<View>,
+    pub(crate) campaign: Arc<election::Campaign>,
+    /// Held by whoever starts/stops replicators or fails over, so a
+    /// reconciliation never undoes a failover's stop half-way.
+    pub(crate) acting: tokio::sync::Mutex<()>,
+    pub(crate) membership: health::Membership,
+    verdict: Mutex<coordinator::Verdict>,
 }
 
 impl Worker {
@@ -80,16 +98,28 @@ impl Worker {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The state, when confirmed from etcd within `fencing_timeout`.
+    pub(crate) fn verdict(&self) -> MutexGuard<'_, coordinator::Verdict> {
+        self.verdict.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fresh(&self, at: Option<Instant>) -> bool {
+        at.is_some_and(|t| t.elapsed() < self.cfg.coordinator.fencing_timeout)
+    }
+
+    /// Whether the state was read from etcd within `fencing_timeout`.
+    pub(crate) fn etcd_fresh(&self) -> bool {
+        self.fresh(self.view().confirmed_at)
+    }
+
+    /// The state, when confirmed from etcd or by a peer worker (same term
+    /// and statuses) within `fencing_timeout`.
     pub(crate) fn confirmed_state(&self) -> Result<FedState, String> {
         let v = self.view();
-        let fresh = v
-            .confirmed_at
-            .is_some_and(|t| t.elapsed() < self.cfg.coordinator.fencing_timeout);
+        let fresh = self.fresh(v.confirmed_at) || self.fresh(v.peer_confirmed_at);
         match (&v.state, fresh) {
             (Some(s), true) => Ok(s.clone()),
             (_, false) => Err(format!(
-                "state not confirmed from etcd for {:?}: {}",
+                "state confirmed neither from etcd nor by a peer worker for {:?}: {}",
                 self.cfg.coordinator.fencing_timeout,
                 v.etcd_error
                     .clone()
@@ -99,9 +129,24 @@ impl Worker {
         }
     }
 
+    /// Whether this worker starts/stops the replicators: the elected
+    /// coordinator does; a worker that does not campaign does only while no
+    /// coordinator is elected.
+    fn drives_replicators(&self) -> bool {
+        if self.cfg.coordinator.enabled {
+            self.campaign
+                .leading(self.cfg.coordinator.lease_ttl)
+                .is_some()
+        } else {
+            self.view().leader.is_none()
+        }
+    }
+
     async fn refresh(&self) -> Result<(), StoreError> {
         let ((state, state_rev), (switch, switch_rev)) = self.store.snapshot().await?;
+        let leader = election::leader(self.store.client(), &self.cfg.key("election")).await?;
         let mut v = self.view();
+        v.leader = leader;
         if let Some(s) = &state {
             ::metrics::gauge!(metrics::TERM).set(s.term as f64);
             let code = match s.status(&self.cfg.cluster) {
@@ -121,18 +166,29 @@ impl Worker {
         Ok(())
     }
 
-    /// Fenced unless active and not being switched away from; the term is the
-    /// newest of the state's and the switch's.
-    fn desired_fence(&self, state: &FedState, switch: Option<&SwitchRecord>) -> (bool, u64) {
+    /// Fenced unless active, not being switched away from and not isolated;
+    /// the term is the newest of the state's and the switch's.
+    fn desired_fence(
+        &self,
+        state: &FedState,
+        switch: Option<&SwitchRecord>,
+        isolated: bool,
+    ) -> (bool, u64) {
         let me = self.cfg.cluster.as_str();
         let leaving = switch.is_some_and(|s| !s.phase.is_final() && s.from == me);
-        let fenced = state.status(me) != Some(Status::Active) || leaving;
+        let fenced = state.status(me) != Some(Status::Active) || leaving || isolated;
         let term = state.term.max(switch.map_or(0, |s| s.term));
         (fenced, term)
     }
 
-    async fn reconcile_fence(&self, state: &FedState, switch: Option<&SwitchRecord>, force: bool) {
-        let want = self.desired_fence(state, switch);
+    async fn reconcile_fence(
+        &self,
+        state: &FedState,
+        switch: Option<&SwitchRecord>,
+        isolated: bool,
+        force: bool,
+    ) {
+        let want = self.desired_fence(state, switch, isolated);
         if !force && self.view().fence == Some(want) {
             return;
         }
@@ -167,10 +223,12 @@ impl Worker {
             return;
         };
         let me = self.cfg.cluster.as_str();
-        let Some(status) = state.status(me) else {
+        let (Some(status), Some(peer_status)) = (state.status(me), state.status(&self.cfg.peer))
+        else {
             return;
         };
-        let (mut out, mut inc) = replicators::desired(r.mode, status);
+        let _acting = self.acting.lock().await;
+        let (mut out, mut inc) = replicators::desired(r.mode, r.on_return, status, peer_status);
         // The newest term seen: a switch (even a rolled-back one) started pairs
         // with its own term, and the replicators refuse anything older.
         let term = state.term.max(switch.map_or(0, |s| s.term));
@@ -185,6 +243,15 @@ impl Worker {
                 inc = true;
             }
         }
+        // A failover under way: the pair leaving the failed cluster stays
+        // stopped until the flip (its driver reads the loss point).
+        if let Some(s) = switch.filter(|s| s.phase == store::Phase::Failover) {
+            if s.from == me {
+                out = false;
+            } else if s.to == me {
+                inc = false;
+            }
+        }
         let token = r.token.expose();
         let mut errors = Vec::new();
         for (pair, run) in [(&r.outgoing, out), (&r.incoming, inc)] {
@@ -196,33 +263,54 @@ impl Worker {
     }
 
     async fn tick(&self, n: u64) {
-        if let Err(e) = self.refresh().await {
-            ::metrics::counter!(metrics::ETCD_ERRORS).increment(1);
-            let stale = self.confirmed_state().is_err();
-            ::metrics::gauge!(metrics::STALE).set(if stale { 1.0 } else { 0.0 });
-            warn!("etcd: {e:?}");
-            self.view().etcd_error = Some(format!(
-                "{e}: {}",
-                std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            ));
-            return;
-        }
-        ::metrics::gauge!(metrics::STALE).set(0.0);
+        let (refreshed, ()) = tokio::join!(self.refresh(), peers::confirm(self));
+        let etcd_ok = match refreshed {
+            Ok(()) => true,
+            Err(e) => {
+                ::metrics::counter!(metrics::ETCD_ERRORS).increment(1);
+                warn!("etcd: {e:?}");
+                self.view().etcd_error = Some(format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ));
+                false
+            }
+        };
+        ::metrics::gauge!(metrics::STALE).set(if self.etcd_fresh() { 0.0 } else { 1.0 });
         let (state, state_rev, switch, switch_rev) = {
             let v = self.view();
             (v.state.clone(), v.state_rev, v.switch.clone(), v.switch_rev)
         };
+        if n.is_multiple_of(10) {
+            // Learns which replicaset each instance belongs to, so that one
+            // that dies later still counts against its replicaset.
+            health::probe_local(self).await;
+        }
         let Some(state) = state else { return };
+        if !etcd_ok {
+            // Without etcd nothing is decided; cut off from the peer too for
+            // fencing_timeout, the cluster is fenced (is_active answers 503).
+            let isolated = self.confirmed_state().is_err();
+            self.reconcile_fence(&state, switch.as_ref(), isolated, n.is_multiple_of(10))
+                .await;
+            return;
+        }
         if let Some(rec) = switch.clone() {
             let result = switch::step(self, &state, state_rev, rec, switch_rev).await;
             self.view().switch_error = result.err();
         }
         // Re-applied periodically: after restarts and reconnects of instances.
-        self.reconcile_fence(&state, switch.as_ref(), n.is_multiple_of(10))
+        self.reconcile_fence(&state, switch.as_ref(), false, n.is_multiple_of(10))
             .await;
-        if n.is_multiple_of(4) || switch.as_ref().is_some_and(|s| !s.phase.is_final()) {
+        unmarked::check(self, &state, n).await;
+        if n.is_multiple_of(5) {
+            resync::ship_tail_step(self, &state).await;
+        }
+        if (n.is_multiple_of(4) || switch.as_ref().is_some_and(|s| !s.phase.is_final()))
+            && self.drives_replicators()
+        {
             self.reconcile_replicators(&state, switch.as_ref()).await;
         }
     }
@@ -239,9 +327,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     )
     .map_err(|e| RunError::Metrics(e.to_string()))?;
     tcf_common::metrics::spawn_upkeep(handle.clone());
+    if let Some(roots) = &config.https_roots {
+        tcf_common::http_client::set_https_roots(roots.clone());
+    }
     let listener = tcf_common::http::bind(config.http_listen).await?;
     let cfg = Arc::new(config);
-    let store = Store::connect(&cfg.etcd_endpoints, |k| cfg.key(k)).await?;
+    // A third of fencing_timeout: a dead etcd costs a tick at most that, so
+    // peer confirmations still arrive within fencing_timeout.
+    let etcd_timeout = (cfg.coordinator.fencing_timeout / 3).min(Duration::from_secs(3));
+    let store = Store::connect(&cfg.etcd_endpoints, |k| cfg.key(k), etcd_timeout).await?;
     bootstrap(&cfg, &store).await?;
     let id = format!("{}@{}", cfg.cluster, cfg.http_listen);
     let w = Arc::new(Worker {
@@ -249,7 +343,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         store,
         id,
         view: Mutex::new(View::default()),
+        campaign: Arc::default(),
+        acting: tokio::sync::Mutex::new(()),
+        membership: health::Membership::default(),
+        verdict: Mutex::default(),
     });
+    if cfg.coordinator.enabled {
+        tokio::spawn(election::run(
+            cfg.etcd_endpoints.clone(),
+            cfg.key("election"),
+            w.id.clone(),
+            cfg.coordinator.lease_ttl,
+            Arc::clone(&w.campaign),
+            shutdown.clone(),
+        ));
+        tokio::spawn(coordinator::run(Arc::clone(&w), shutdown.clone()));
+    }
     info!(federation = %cfg.federation, cluster = %cfg.cluster, http = %cfg.http_listen, "tcf-worker running");
     let ticker = {
         let (w, stop) = (Arc::clone(&w), shutdown.clone());
@@ -268,9 +377,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         })
     };
     let router = http::router(Arc::clone(&w), handle);
+    let stop = shutdown.clone().cancelled_owned();
     let result =
-        tcf_common::http::serve_listener(listener, router, shutdown.clone().cancelled_owned())
-            .await;
+        tcf_common::https::serve_listener(listener, cfg.http_tls.as_ref(), router, stop).await;
     ticker.abort();
     result.map_err(RunError::from)
 }

@@ -19,3 +19,11 @@ pub(crate) const FENCED: &str = "tcf_worker_fenced";
 pub(crate) const FENCE_ERRORS: &str = "tcf_worker_fence_errors_total";
 /// etcd reads or writes that failed.
 pub(crate) const ETCD_ERRORS: &str = "tcf_worker_etcd_errors_total";
+/// Writes on this cluster not made by tcf, seen while it is not active.
+pub(crate) const UNMARKED_COMMITS: &str = "tcf_worker_unmarked_commits_total";
+/// 1 while the unmarked-write alarm is raised.
+pub(crate) const UNMARKED_ALARM: &str = "tcf_worker_unmarked_alarm";
+/// 1 while this worker leads as coordinator.
+pub(crate) const LEADER: &str = "tcf_worker_coordinator_leader";
+/// The leader's consecutive failed health checks of the active cluster.
+pub(crate) const SUSPECT_COUNT: &str = "tcf_worker_active_suspect_count";

@@ -7,17 +7,25 @@ use std::time::Duration;
 use serde_json::Value;
 use tcf_common::http_client::{HttpClientError, request};
 
-use crate::config::{Mode, Pair, Replication, Status};
+use crate::config::{Mode, OnReturn, Pair, Replication, Status};
 
 /// Whether the pair leaving this cluster (`outgoing`) and the pair coming
-/// in (`incoming`) should run when this cluster has `status`.
-pub(crate) fn desired(mode: Mode, status: Status) -> (bool, bool) {
-    match (mode, status) {
-        (Mode::TwoWay, Status::Diverged) => (false, false),
-        (Mode::TwoWay, _) => (true, true),
-        (Mode::OneWay, Status::Active) => (true, false),
-        (Mode::OneWay, Status::Passive) => (false, true),
-        (Mode::OneWay, Status::Diverged) => (false, false),
+/// in (`incoming`) should run when this cluster has `status` and the peer
+/// `peer`. Nothing is replicated into a `diverged` cluster; its tail leaves
+/// it only with `on_return: ship_tail`.
+pub(crate) fn desired(
+    mode: Mode,
+    on_return: OnReturn,
+    status: Status,
+    peer: Status,
+) -> (bool, bool) {
+    let ship = on_return == OnReturn::ShipTail;
+    match (status, peer) {
+        (Status::Active, Status::Diverged) => (false, ship),
+        (Status::Diverged, Status::Active) => (ship, false),
+        (Status::Active, _) => (true, mode == Mode::TwoWay),
+        (Status::Passive, Status::Active) => (mode == Mode::TwoWay, true),
+        _ => (false, false),
     }
 }
 
@@ -83,6 +91,51 @@ pub(crate) async fn set_pair(
     }
 }
 
+/// Stops `pair` at `term` when the gateway's side may be down: the
+/// destination must obey (it is on the surviving side) and report every
+/// replicaset stopped within 10 s; the gateway is told too, but its failure
+/// is only logged.
+pub(crate) async fn stop_pair_best_effort(
+    pair: &Pair,
+    token: &str,
+    term: u64,
+) -> Result<(), String> {
+    command(&pair.destination, "/api/v1/stop", token, term)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(&pair.destination, token)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stopped = s
+            .get("replicasets")
+            .and_then(Value::as_object)
+            .is_some_and(|m| {
+                m.values().all(|rs| {
+                    !matches!(
+                        rs["state"].as_str(),
+                        Some("connecting" | "loading" | "streaming")
+                    )
+                })
+            });
+        if stopped {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{} did not stop within 10 s", pair.destination));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Err(e) = command(&pair.gateway, "/api/v1/stop", token, term).await {
+        tracing::info!(
+            "gateway {} not stopped (its cluster may be down): {e}",
+            pair.gateway
+        );
+    }
+    Ok(())
+}
+
 /// `GET /api/v1/status` of a replicator, as JSON.
 pub(crate) async fn status(url: &str, token: &str) -> Result<Value, CommandError> {
     let r = request(
@@ -124,4 +177,30 @@ pub(crate) async fn info(r: &Replication) -> Value {
         "outgoing": { "gateway": one(r.outgoing.gateway.clone()).await, "destination": one(r.outgoing.destination.clone()).await },
         "incoming": { "gateway": one(r.incoming.gateway.clone()).await, "destination": one(r.incoming.destination.clone()).await },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Status::{Active as A, Diverged as D, Passive as P};
+
+    #[test]
+    fn nothing_is_replicated_into_a_diverged_cluster() {
+        for mode in [Mode::OneWay, Mode::TwoWay] {
+            assert_eq!(desired(mode, OnReturn::Resync, A, D), (false, false));
+            assert_eq!(desired(mode, OnReturn::Resync, D, A), (false, false));
+            assert_eq!(desired(mode, OnReturn::ShipTail, A, D), (false, true));
+            assert_eq!(desired(mode, OnReturn::ShipTail, D, A), (true, false));
+        }
+    }
+
+    #[test]
+    fn steady_state_pairs_follow_the_mode() {
+        let r = OnReturn::Resync;
+        assert_eq!(desired(Mode::OneWay, r, A, P), (true, false));
+        assert_eq!(desired(Mode::OneWay, r, P, A), (false, true));
+        assert_eq!(desired(Mode::TwoWay, r, A, P), (true, true));
+        assert_eq!(desired(Mode::TwoWay, r, P, A), (true, true));
+        assert_eq!(desired(Mode::TwoWay, r, P, P), (false, false));
+    }
 }

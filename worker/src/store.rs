@@ -51,6 +51,10 @@ pub enum Phase {
     Reverse,
     /// Any worker flips the state (term + 1).
     Flip,
+    /// A failover is under way: its driver stops the pair leaving `from`,
+    /// reads the loss point and flips to `done` (or the deadline rolls it
+    /// back); meanwhile that pair stays stopped and `from` fenced.
+    Failover,
     /// Finished: `to` is active.
     Done,
     /// Deadline passed before the flip: `from` stays active and is unfenced.
@@ -69,7 +73,7 @@ impl Phase {
 pub struct SwitchRecord {
     /// Unique id.
     pub id: String,
-    /// `switchover` (planned).
+    /// `switchover` (planned) or `failover`.
     pub kind: String,
     /// The cluster that was active.
     pub from: String,
@@ -89,6 +93,10 @@ pub struct SwitchRecord {
     pub fence_vclocks: BTreeMap<String, Vclock>,
     /// Why it was rolled back.
     pub error: Option<String>,
+    /// A failover's loss point: the new active's applied position from the
+    /// old one, by source replicaset UUID (empty for a switchover).
+    #[serde(default)]
+    pub loss_point: BTreeMap<String, Vclock>,
 }
 
 /// One switch outcome.
@@ -96,7 +104,7 @@ pub struct SwitchRecord {
 pub struct HistoryEntry {
     /// The term after the switch (the old term for a rollback).
     pub term: u64,
-    /// `switchover` or `failover`.
+    /// `switchover`, `failover` or `resync`.
     pub kind: String,
     /// `done` or `rolled_back`.
     pub outcome: String,
@@ -111,6 +119,9 @@ pub struct HistoryEntry {
     /// Position the new active had applied from the old one (none lost in a
     /// planned switchover: equal to the fence vclocks).
     pub loss_point: BTreeMap<String, Vclock>,
+    /// Kind-specific details (a resync's tail report).
+    #[serde(default)]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// An etcd failure.
@@ -143,14 +154,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `endpoints`; `key(name)` maps names into the key space.
+    /// Connects to `endpoints`; `key(name)` maps names into the key space;
+    /// every request fails after `timeout`.
     pub async fn connect(
         endpoints: &[String],
         key: impl Fn(&str) -> String,
+        timeout: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(3))
-            .with_timeout(std::time::Duration::from_secs(3));
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout);
         let client = Client::connect(endpoints, Some(opts)).await?;
         Ok(Self {
             client,
@@ -241,7 +254,8 @@ impl Store {
     }
 
     /// Flips the state and closes the switch in one transaction, if neither
-    /// changed since read; appends the history entry.
+    /// changed since read (and, with `leader`, this worker still holds the
+    /// election key `(key, create revision)`); appends the history entry.
     pub async fn flip(
         &self,
         state_rev: i64,
@@ -249,17 +263,20 @@ impl Store {
         switch_rev: i64,
         done: &SwitchRecord,
         entry: &HistoryEntry,
+        leader: Option<(&[u8], i64)>,
     ) -> Result<bool, StoreError> {
-        let txn = Txn::new()
-            .when(vec![
-                Compare::mod_revision(self.state_key.as_str(), CompareOp::Equal, state_rev),
-                Compare::mod_revision(self.switch_key.as_str(), CompareOp::Equal, switch_rev),
-            ])
-            .and_then(vec![
-                TxnOp::put(self.state_key.as_str(), json(new_state), None),
-                TxnOp::put(self.switch_key.as_str(), json(done), None),
-                TxnOp::put(self.history_key(entry), json(entry), None),
-            ]);
+        let mut when = vec![
+            Compare::mod_revision(self.state_key.as_str(), CompareOp::Equal, state_rev),
+            Compare::mod_revision(self.switch_key.as_str(), CompareOp::Equal, switch_rev),
+        ];
+        if let Some((key, rev)) = leader {
+            when.push(Compare::create_revision(key, CompareOp::Equal, rev));
+        }
+        let txn = Txn::new().when(when).and_then(vec![
+            TxnOp::put(self.state_key.as_str(), json(new_state), None),
+            TxnOp::put(self.switch_key.as_str(), json(done), None),
+            TxnOp::put(self.history_key(entry), json(entry), None),
+        ]);
         let mut c = self.client.clone();
         Ok(c.txn(txn).await?.succeeded())
     }
@@ -283,6 +300,32 @@ impl Store {
             ]);
         let mut c = self.client.clone();
         Ok(c.txn(txn).await?.succeeded())
+    }
+
+    /// Replaces the state if it is still at `state_rev`, with a history entry.
+    pub async fn set_state(
+        &self,
+        state_rev: i64,
+        new_state: &FedState,
+        entry: &HistoryEntry,
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                self.state_key.as_str(),
+                CompareOp::Equal,
+                state_rev,
+            )])
+            .and_then(vec![
+                TxnOp::put(self.state_key.as_str(), json(new_state), None),
+                TxnOp::put(self.history_key(entry), json(entry), None),
+            ]);
+        let mut c = self.client.clone();
+        Ok(c.txn(txn).await?.succeeded())
+    }
+
+    /// The client (for the election's leader lookup).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     fn history_key(&self, e: &HistoryEntry) -> String {

@@ -129,7 +129,7 @@ pub(crate) async fn step(
             let mut done = rec.clone();
             done.phase = Phase::Done;
             if w.store
-                .flip(state_rev, &next, rev, &done, &entry)
+                .flip(state_rev, &next, rev, &done, &entry, None)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -167,5 +167,6 @@ fn history(
         at_ms: now_ms(),
         by: format!("{} (requested by {})", by, rec.requested_by),
         loss_point,
+        detail: None,
     }
 }

@@ -1,0 +1,482 @@
+//! The coordinator end to end: election, automatic and manual failover with
+//! the loss point, isolation, etcd down, the old active coming back
+//! `diverged` and its resync. Real clusters, etcd, replicators and workers.
+
+#![allow(clippy::indexing_slicing)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use tcf_iproto::{ConnectOptions, Connection, Vclock};
+use tcf_tests::{
+    Tarantool,
+    federation::{REPLICATED_SPACES, wait_equal, write_burst},
+    gateway::{ADMIN_TOKEN, INFO_TOKEN},
+    http, wait_until,
+    worker::{APP_PASSWORD, APP_USER, COORDINATOR, Paired, PairedOptions, RunningWorker},
+};
+
+const SOON: Duration = Duration::from_secs(90);
+
+fn coordinated() -> PairedOptions {
+    PairedOptions {
+        coordinator: true,
+        ..PairedOptions::default()
+    }
+}
+
+async fn probe(w: &RunningWorker, code: u16) {
+    wait_until(
+        &format!("is_active of {} to answer {code}", w.http_addr),
+        SOON,
+        || async { w.is_active().await.ok() == Some(code) },
+    )
+    .await
+    .expect("probe");
+}
+
+async fn wait_leader(p: &Paired) -> String {
+    wait_until("a coordinator to be elected", SOON, || async {
+        p.wa.info()
+            .await
+            .ok()
+            .and_then(|i| i["leader"].as_str().map(str::to_owned))
+    })
+    .await
+    .expect("leader")
+}
+
+async fn post(w: &RunningWorker, path: &str, token: &str) -> (u16, Json) {
+    let r = http::request_within("POST", &w.http_addr, path, Some(token), SOON)
+        .await
+        .expect("http");
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Json::String(r.body)),
+    )
+}
+
+/// The position `target` applied from `source/rs`: the component-wise
+/// maximum of its progress rows, and the source replicaset UUID recorded.
+async fn progress(target: &Tarantool, source: &str, rs: &str) -> (Vclock, String) {
+    let v = target
+        .eval1(
+            "local out, uuid = {}, '' \
+             for _, n in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl', '_tcf_progress_local'}) do \
+               local t = box.space[n] and box.space[n]:get{...} \
+               if t then \
+                 if t[4] ~= '' then uuid = t[4] end \
+                 for id, lsn in pairs(t[3]) do out[id] = math.max(out[id] or 0, lsn) end \
+               end \
+             end \
+             return {setmetatable(out, {__serialize = 'map'}), uuid}",
+            &[source.into(), rs.into()],
+        )
+        .await
+        .expect("progress");
+    let Some([vc, uuid]) = v.as_array().map(Vec::as_slice) else {
+        panic!("progress answer {v}");
+    };
+    let mut out = Vclock::new();
+    for (id, lsn) in vc.as_map().into_iter().flatten() {
+        out.set(id.as_u64().expect("id") as u32, lsn.as_u64().expect("lsn"));
+    }
+    (out, uuid.as_str().unwrap_or_default().to_owned())
+}
+
+fn loss_point_of(body: &Json, uuid: &str) -> Vclock {
+    serde_json::from_value(body[uuid].clone()).unwrap_or_else(|e| panic!("{body}: {e}"))
+}
+
+async fn app_can_log_in(t: &Tarantool) -> bool {
+    Connection::connect(
+        &t.uri(),
+        &ConnectOptions::new().credentials(APP_USER, APP_PASSWORD),
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn serial_automatic_failover_when_the_active_master_dies() {
+    let p = Paired::start_with(coordinated()).await.expect("setup");
+    probe(&p.wa, 200).await;
+    probe(&p.wb, 418).await;
+    let leader = wait_leader(&p).await;
+    write_burst(p.a.master(), 1, 200).await.expect("writes");
+    wait_equal(p.a.master(), p.b.master(), &REPLICATED_SPACES)
+        .await
+        .expect("B caught up");
+    let killed = Instant::now();
+    p.a.master()
+        .kill(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill A's master");
+    probe(&p.wb, 200).await;
+    let took = killed.elapsed();
+    println!(
+        "automatic failover (A's master SIGKILLed, leader {leader}): B answered 200 after {} ms; {COORDINATOR}",
+        took.as_millis()
+    );
+    probe(&p.wa, 418).await;
+    let info = p.wb.info().await.expect("info");
+    assert_eq!(info["clusters"]["A"], "diverged", "{info}");
+    assert_eq!(info["clusters"]["B"], "active", "{info}");
+    assert_eq!(info["term"], 1, "{info}");
+    let entry = &info["history"][0];
+    assert_eq!(entry["kind"], "failover", "{info}");
+    let (applied, uuid) = progress(p.b.master(), "A", "rs1").await;
+    let loss = loss_point_of(&entry["loss_point"], &uuid);
+    println!("loss point reported: {loss} (B's progress from A/rs1: {applied})");
+    assert_eq!(loss, applied, "the loss point is B's applied position");
+    assert!(!loss.is_empty(), "B had applied A's writes");
+    assert!(app_can_log_in(p.b.master()).await, "B is unfenced");
+}
+
+#[tokio::test]
+async fn serial_failover_by_hand_reports_the_loss_point_and_resync_reloads_the_old_active() {
+    let p = Paired::start_with(coordinated()).await.expect("setup");
+    probe(&p.wa, 200).await;
+    write_burst(p.a.master(), 1, 100).await.expect("writes");
+    wait_equal(p.a.master(), p.b.master(), &REPLICATED_SPACES)
+        .await
+        .expect("B caught up");
+    let before_tail = p.a.master().vclock().await.expect("vclock");
+    // The A -> B link dies; A takes 50 more transactions B never sees.
+    p.gw_a.process.kill9().expect("kill A's gateway");
+    write_burst(p.a.master(), 1000, 50).await.expect("tail");
+
+    let (code, body) = post(&p.wb, "/tcf/failover", INFO_TOKEN).await;
+    assert_eq!(code, 403, "an info token cannot fail over: {body}");
+    let (code, body) = post(&p.wb, "/tcf/failover", ADMIN_TOKEN).await;
+    assert_eq!(code, 200, "{body}");
+    println!("manual failover: {body}");
+    let (applied, uuid) = progress(p.b.master(), "A", "rs1").await;
+    let loss = loss_point_of(&body["failover"]["loss_point"], &uuid);
+    assert_eq!(loss, applied, "loss point = B's progress");
+    assert_eq!(
+        loss,
+        before_tail.without_local(),
+        "B had everything before the tail"
+    );
+    let history = p.wb.info().await.expect("info")["history"][0].clone();
+    assert_eq!(
+        loss_point_of(&history["loss_point"], &uuid),
+        loss,
+        "{history}"
+    );
+
+    // The old active: diverged, fenced, not promotable.
+    probe(&p.wa, 418).await;
+    assert_eq!(
+        p.wa.info().await.expect("info")["clusters"]["A"],
+        "diverged"
+    );
+    wait_until("A fenced", SOON, || async {
+        !app_can_log_in(p.a.master()).await
+    })
+    .await
+    .expect("fenced");
+    let (code, body) = post(&p.wa, "/tcf/failover", ADMIN_TOKEN).await;
+    assert_eq!(code, 409, "a diverged cluster is never promoted: {body}");
+
+    // Resync: the tail is reported, then A is reloaded from B.
+    let (code, body) = post(&p.wa, "/tcf/resync", ADMIN_TOKEN).await;
+    assert_eq!(code, 200, "{body}");
+    println!("resync: {body}");
+    let tail = body["report"]["tail"]
+        .as_object()
+        .expect("tail")
+        .values()
+        .next()
+        .cloned();
+    let rows = tail.as_ref().and_then(|t| t["rows"].as_u64()).unwrap_or(0);
+    assert!(rows >= 50, "the 50 tail transactions are reported: {body}");
+    p.d_a
+        .wait_state("rs1", "streaming")
+        .await
+        .expect("A reloaded");
+    wait_equal(p.b.master(), p.a.master(), &REPLICATED_SPACES)
+        .await
+        .expect("A is an exact copy of B");
+    assert_eq!(p.wa.info().await.expect("info")["clusters"]["A"], "passive");
+    // ... that then replicates normally.
+    write_burst(p.b.master(), 5000, 30)
+        .await
+        .expect("writes on B");
+    wait_equal(p.b.master(), p.a.master(), &REPLICATED_SPACES)
+        .await
+        .expect("B's new writes reach A");
+}
+
+#[tokio::test]
+async fn serial_failover_is_refused_to_a_stopped_or_loading_peer() {
+    let p = Paired::start().await.expect("setup");
+    probe(&p.wa, 200).await;
+    // B's incoming destination stopped (at a term the workers do not reach).
+    let stop = http::request(
+        "POST",
+        &p.d_b.http_addr,
+        "/api/v1/stop",
+        Some(ADMIN_TOKEN),
+        Some("{\"term\": 99}"),
+    )
+    .await
+    .expect("stop");
+    assert_eq!(stop.status, 200, "{}", stop.body);
+    p.d_b.wait_state("rs1", "stopped").await.expect("stopped");
+    let (code, body) = post(&p.wb, "/tcf/failover", ADMIN_TOKEN).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped"),
+        "{body}"
+    );
+    let start = http::request(
+        "POST",
+        &p.d_b.http_addr,
+        "/api/v1/start",
+        Some(ADMIN_TOKEN),
+        Some("{\"term\": 99}"),
+    )
+    .await
+    .expect("start");
+    assert_eq!(start.status, 200, "{}", start.body);
+    p.d_b
+        .wait_state("rs1", "streaming")
+        .await
+        .expect("streaming");
+    // An unfinished initial load recorded in B's progress space.
+    p.b.master()
+        .eval(
+            "local t = box.space._tcf_progress_memtx:get{'A', 'rs1'} \
+             box.space._tcf_progress_memtx:replace(t:update{{'=', 5, 'loading'}})",
+            &[],
+        )
+        .await
+        .expect("mark loading");
+    let (code, body) = post(&p.wb, "/tcf/failover", ADMIN_TOKEN).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("load"),
+        "{body}"
+    );
+    let info = p.wa.info().await.expect("info");
+    assert_eq!(info["term"], 0, "nothing switched: {info}");
+    assert_eq!(info["clusters"]["A"], "active", "{info}");
+}
+
+#[tokio::test]
+async fn serial_etcd_down_switches_nothing_and_the_active_keeps_serving() {
+    let p = Paired::start_with(coordinated()).await.expect("setup");
+    probe(&p.wa, 200).await;
+    probe(&p.wb, 418).await;
+    wait_leader(&p).await;
+    p.etcd.stop().await.expect("stop etcd");
+    // Longer than failover_timeout + fencing_timeout: A answers 200 all along
+    // (confirmed by B's worker), B 418, and the state is flagged stale.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(12) {
+        assert_eq!(p.wa.is_active().await.expect("A"), 200, "A keeps serving");
+        assert_eq!(p.wb.is_active().await.expect("B"), 418, "B stays passive");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let info = p.wa.info().await.expect("info");
+    assert_eq!(info["stale"], true, "flagged stale: {info}");
+    assert_eq!(info["confirmed"], true, "confirmed by the peer: {info}");
+    assert!(app_can_log_in(p.a.master()).await, "A is not fenced");
+    p.etcd.restart().await.expect("etcd back");
+    p.etcd.wait_healthy().await.expect("healthy");
+    let info = wait_until("fresh state from etcd", SOON, || async {
+        p.wa.info().await.ok().filter(|i| i["stale"] == false)
+    })
+    .await
+    .expect("fresh");
+    assert_eq!(info["term"], 0, "nothing switched: {info}");
+}
+
+#[tokio::test]
+async fn serial_isolated_active_stops_answering_before_the_peer_is_promoted() {
+    let opts = PairedOptions {
+        coordinator: true,
+        isolate_a: true,
+        ..PairedOptions::default()
+    };
+    let p = Paired::start_with(opts).await.expect("setup");
+    probe(&p.wa, 200).await;
+    probe(&p.wb, 418).await;
+    wait_leader(&p).await;
+    let cut = Instant::now();
+    for l in &p.a_links {
+        l.cut(true);
+    }
+    let (mut a_stopped, mut b_promoted) = (None, None);
+    // Both probes sampled every 50 ms: which side changed first matters.
+    let deadline = Instant::now() + SOON;
+    while (a_stopped.is_none() || b_promoted.is_none()) && Instant::now() < deadline {
+        if a_stopped.is_none() && p.wa.is_active().await.ok() != Some(200) {
+            a_stopped = Some(cut.elapsed());
+        }
+        if b_promoted.is_none() && p.wb.is_active().await.ok() == Some(200) {
+            b_promoted = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (a_stopped, b_promoted) = (
+        a_stopped.expect("A stopped"),
+        b_promoted.expect("B promoted"),
+    );
+    println!(
+        "isolation: A stopped answering 200 after {} ms, B promoted after {} ms",
+        a_stopped.as_millis(),
+        b_promoted.as_millis()
+    );
+    assert!(a_stopped < b_promoted, "never two clusters answering 200");
+    wait_until("isolated A fenced", SOON, || async {
+        !app_can_log_in(p.a.master()).await
+    })
+    .await
+    .expect("A fences itself");
+}
+
+#[tokio::test]
+async fn serial_a_new_leader_takes_over_and_still_fails_over() {
+    let opts = PairedOptions {
+        coordinator: true,
+        second_workers: true,
+        ..PairedOptions::default()
+    };
+    let p = Paired::start_with(opts).await.expect("setup");
+    probe(&p.wa, 200).await;
+    let first = wait_leader(&p).await;
+    let workers = [&p.wa, &p.wb, &p.more[0], &p.more[1]];
+    let (i, leader) = workers
+        .iter()
+        .enumerate()
+        .find(|(_, w)| first.ends_with(&w.http_addr))
+        .expect("the leader is one of the workers");
+    leader.process.kill9().expect("kill the leader");
+    let survivors: Vec<&RunningWorker> = workers
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, w)| *w)
+        .collect();
+    let next = wait_until("another leader", SOON, || async {
+        for w in &survivors {
+            if let Some(l) = w
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i["leader"].as_str().map(str::to_owned))
+                && l != first
+            {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await
+    .expect("new leader");
+    println!("leader {first} killed; {next} leads");
+    let killed = Instant::now();
+    p.a.master()
+        .kill(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill A's master");
+    let b_worker = survivors
+        .iter()
+        .find(|w| w.http_addr == p.wb.http_addr || w.http_addr == p.more[1].http_addr)
+        .expect("a B worker survives");
+    probe(b_worker, 200).await;
+    println!(
+        "failover under the new leader: B answered 200 {} ms after A's master died",
+        killed.elapsed().as_millis()
+    );
+}
+
+#[tokio::test]
+async fn serial_one_replicaset_without_master_fails_the_cluster_over() {
+    let opts = PairedOptions {
+        coordinator: true,
+        two_replicasets: true,
+        ..PairedOptions::default()
+    };
+    let p = Paired::start_with(opts).await.expect("setup");
+    probe(&p.wa, 200).await;
+    wait_leader(&p).await;
+    let (a2, _) = p.rs2.as_ref().expect("rs2");
+    let killed = Instant::now();
+    a2.master()
+        .kill(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill A/rs2's master");
+    probe(&p.wb, 200).await;
+    println!(
+        "failover (only A/rs2's master SIGKILLed): {} ms",
+        killed.elapsed().as_millis()
+    );
+    let info = p.wb.info().await.expect("info");
+    let loss = info["history"][0]["loss_point"]
+        .as_object()
+        .expect("loss point")
+        .len();
+    assert_eq!(loss, 2, "a loss point per replicaset: {info}");
+}
+
+#[tokio::test]
+async fn serial_ship_tail_sends_the_old_actives_tail_to_the_new_active() {
+    let opts = PairedOptions {
+        coordinator: true,
+        on_return: Some("ship_tail".into()),
+        ..PairedOptions::default()
+    };
+    let p = Paired::start_with(opts).await.expect("setup");
+    probe(&p.wa, 200).await;
+    write_burst(p.a.master(), 1, 100).await.expect("writes");
+    wait_equal(p.a.master(), p.b.master(), &REPLICATED_SPACES)
+        .await
+        .expect("B caught up");
+    // A's stream to B dies; A takes a tail of 40 transactions.
+    p.gw_a.process.kill9().expect("A's gateway dies");
+    write_burst(p.a.master(), 1000, 40).await.expect("tail");
+    let (code, body) = post(&p.wb, "/tcf/failover", ADMIN_TOKEN).await;
+    assert_eq!(code, 200, "{body}");
+    // B takes new writes meanwhile.
+    write_burst(p.b.master(), 5000, 20)
+        .await
+        .expect("writes on B");
+    // A's gateway comes back: the coordinator runs A -> B to ship the tail,
+    // then A is resynced and ends as an exact passive copy of B.
+    p.gw_a.process.spawn().expect("A's gateway back");
+    wait_until("A passive again", SOON, || async {
+        p.wa.info()
+            .await
+            .ok()
+            .filter(|i| i["clusters"]["A"] == "passive")
+    })
+    .await
+    .expect("passive");
+    p.d_a
+        .wait_state("rs1", "streaming")
+        .await
+        .expect("A reloaded");
+    wait_equal(p.b.master(), p.a.master(), &REPLICATED_SPACES)
+        .await
+        .expect("A == B");
+    let ids =
+        p.b.master()
+            .eval1("return box.space.test:count()", &[])
+            .await
+            .expect("count");
+    println!("ship_tail: B holds {ids} rows in test after the tail arrived");
+    let tail_on_b = p
+        .b
+        .master()
+        .eval1(
+            "local n = 0 for _, t in box.space.test:pairs() do if t[1] >= 1000 and t[1] < 1040 then n = n + 1 end end return n",
+            &[],
+        )
+        .await
+        .expect("tail rows");
+    assert!(tail_on_b.as_u64().unwrap_or(0) > 0, "A's tail reached B");
+}

@@ -1,0 +1,122 @@
+//! The leader's health checks of the active cluster and automatic failover.
+//!
+//! Every `health_check_delay` the leader probes the active cluster
+//! ([`crate::health`]). A failed check makes it suspect; after
+//! `max_suspect_counts` consecutive failed checks spanning at least
+//! `failover_timeout` it fails over to the peer if the peer is promotable and
+//! no failover happened within `immunity_period`. One passing check clears
+//! the suspicion. Nothing is checked while a planned switch is in progress.
+
+use std::{sync::Arc, time::Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Worker, failover, health, metrics as m, store::now_ms};
+
+/// What the leader last concluded (for `GET /tcf/api/v1/info`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Verdict {
+    /// The cluster checked.
+    pub(crate) cluster: Option<String>,
+    /// Consecutive failed checks.
+    pub(crate) suspect_count: u32,
+    /// Unix ms of the first failed check of the current run.
+    pub(crate) suspect_since_ms: Option<u64>,
+    /// Why the last check failed.
+    pub(crate) problem: Option<String>,
+    /// Why the last automatic failover did not happen.
+    pub(crate) failover_blocked: Option<String>,
+}
+
+/// Runs the checks until `stop`; acts only while this worker leads.
+pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
+    let c = w.cfg.coordinator.clone();
+    let mut tick = tokio::time::interval(c.health_check_delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(lead) = w.campaign.leading(c.lease_ttl) else {
+            since = None;
+            *w.verdict() = Verdict::default();
+            metrics::gauge!(m::LEADER).set(0.0);
+            metrics::gauge!(m::SUSPECT_COUNT).set(0.0);
+            continue;
+        };
+        metrics::gauge!(m::LEADER).set(1.0);
+        let Ok(state) = w.confirmed_state() else {
+            continue;
+        };
+        let switch = w.view().switch.clone();
+        if switch.as_ref().is_some_and(|s| !s.phase.is_final()) {
+            continue;
+        }
+        let Some(active) = state.active().map(str::to_owned) else {
+            continue;
+        };
+        let problem = match health::of(&w, &active).await {
+            Ok(h) => h.serving_problem(),
+            Err(e) => Some(e),
+        };
+        let Some(problem) = problem else {
+            if since.take().is_some() {
+                info!(cluster = %active, "active cluster healthy again");
+            }
+            *w.verdict() = Verdict {
+                cluster: Some(active),
+                ..Verdict::default()
+            };
+            metrics::gauge!(m::SUSPECT_COUNT).set(0.0);
+            continue;
+        };
+        let first = *since.get_or_insert_with(Instant::now);
+        let count = {
+            let mut v = w.verdict();
+            if v.suspect_since_ms.is_none() || v.cluster.as_deref() != Some(active.as_str()) {
+                *v = Verdict {
+                    cluster: Some(active.clone()),
+                    suspect_since_ms: Some(now_ms()),
+                    ..Verdict::default()
+                };
+            }
+            v.suspect_count += 1;
+            v.problem = Some(problem.clone());
+            v.suspect_count
+        };
+        metrics::gauge!(m::SUSPECT_COUNT).set(f64::from(count));
+        warn!(cluster = %active, count, "active cluster unhealthy: {problem}");
+        if count < c.max_suspect_counts || first.elapsed() < c.failover_timeout {
+            continue;
+        }
+        if let Some(s) = switch.filter(|s| s.kind == "failover") {
+            let age = now_ms().saturating_sub(s.started_ms);
+            if u128::from(age) < c.immunity_period.as_millis() {
+                let why = format!(
+                    "immunity: the last failover was {} s ago (immunity_period {:?})",
+                    age / 1000,
+                    c.immunity_period
+                );
+                warn!(cluster = %active, "no automatic failover: {why}");
+                w.verdict().failover_blocked = Some(why);
+                continue;
+            }
+        }
+        let reason = format!("automatic: {problem}");
+        match failover::fail_over(&w, &reason, "coordinator".into(), Some(&lead)).await {
+            Ok(o) => {
+                info!(from = %o.from, to = %o.to, term = o.term, "automatic failover done");
+                since = None;
+                *w.verdict() = Verdict::default();
+            }
+            Err(e) => {
+                warn!(cluster = %active, "automatic failover not done: {e}");
+                w.verdict().failover_blocked = Some(e.to_string());
+            }
+        }
+    }
+}

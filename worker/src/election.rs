@@ -1,0 +1,173 @@
+//! The coordinator election: workers with `coordinator.enabled` campaign
+//! through etcd's election API on a lease they keep alive themselves.
+//!
+//! Leadership is believed only while the lease was renewed less than
+//! `lease_ttl` ago (measured from before the renewal was sent), so a leader
+//! cut off from etcd stops acting no later than etcd lets another take over.
+//! Writes that need leadership also compare the leader key's revision in
+//! the same etcd transaction (see [`Leadership`]).
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use etcd_client::{Client, ConnectOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Proof of leadership: the election key this worker created and its
+/// revision. Compare it in the transactions only a leader may commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leadership {
+    /// The election key (`<election name>/<lease id>`).
+    pub(crate) key: Vec<u8>,
+    /// Its create revision.
+    pub(crate) create_rev: i64,
+    renewed_at: Instant,
+}
+
+/// The campaign's shared view.
+#[derive(Debug, Default)]
+pub(crate) struct Campaign {
+    inner: Mutex<Option<Leadership>>,
+}
+
+impl Campaign {
+    /// Leadership while the lease is known to be alive (renewed within `ttl`).
+    pub(crate) fn leading(&self, ttl: Duration) -> Option<Leadership> {
+        let g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        g.clone().filter(|l| l.renewed_at.elapsed() < ttl)
+    }
+
+    fn set(&self, l: Option<Leadership>) {
+        *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = l;
+    }
+
+    fn renewed(&self, at: Instant) {
+        if let Some(l) = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            l.renewed_at = at;
+        }
+    }
+}
+
+/// Campaigns under `name` with `value` (the worker id) until `stop`: grant a
+/// lease, keep it alive every third of `ttl`, campaign, lead until the lease
+/// is lost, then start over with a new lease. The lease is revoked on stop.
+pub(crate) async fn run(
+    endpoints: Vec<String>,
+    name: String,
+    value: String,
+    ttl: Duration,
+    campaign: Arc<Campaign>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        // Biased: on stop, a term of office that can still revoke its lease
+        // (so the next candidate leads at once) is let finish first.
+        let result = tokio::select! {
+            biased;
+            r = term_of_office(&endpoints, &name, &value, ttl, &campaign, &stop) => r,
+            () = stop.cancelled() => Ok(()),
+        };
+        if campaign.leading(Duration::MAX).is_some() {
+            warn!("coordinator leadership lost");
+        }
+        campaign.set(None);
+        if let Err(e) = result {
+            warn!("coordinator election: {e}; campaigning again");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(ttl);
+        } else {
+            backoff = Duration::from_millis(200);
+        }
+    }
+}
+
+async fn term_of_office(
+    endpoints: &[String],
+    name: &str,
+    value: &str,
+    ttl: Duration,
+    campaign: &Campaign,
+    stop: &CancellationToken,
+) -> Result<(), etcd_client::Error> {
+    // No request timeout: a campaign blocks until this worker leads.
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
+    let mut client = Client::connect(endpoints, Some(opts)).await?;
+    let ttl_s = ttl.as_secs().max(2) as i64;
+    let lease = client.lease_grant(ttl_s, None).await?.id();
+    let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
+    let mut granted = Instant::now();
+    let keepalive = async {
+        let mut tick = tokio::time::interval(ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let sent = Instant::now();
+            keeper.keep_alive().await?;
+            match tokio::time::timeout(ttl / 3, acks.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    granted = sent;
+                    campaign.renewed(sent);
+                }
+                Ok(Ok(Some(_))) => return Ok::<_, etcd_client::Error>("the lease expired"),
+                Ok(Ok(None)) => return Ok("the keep-alive stream ended"),
+                Ok(Err(e)) => return Err(e),
+                Err(_) if granted.elapsed() >= ttl => {
+                    return Ok("no keep-alive answer within the TTL");
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    let mut elect = client.clone();
+    let lead = async {
+        let resp = elect.campaign(name, value, lease).await?;
+        let key = resp.leader().map(|k| k.key().to_vec()).unwrap_or_default();
+        let create_rev = resp.leader().map_or(0, |k| k.rev());
+        info!(lease, "leading as coordinator");
+        campaign.set(Some(Leadership {
+            key,
+            create_rev,
+            renewed_at: Instant::now(),
+        }));
+        std::future::pending::<Result<(), etcd_client::Error>>().await
+    };
+    let outcome = tokio::select! {
+        r = keepalive => r.map(|why| warn!(lease, "coordinator lease lost: {why}")),
+        r = lead => r,
+        () = stop.cancelled() => {
+            let _ = client.lease_revoke(lease).await;
+            Ok(())
+        }
+    };
+    outcome
+}
+
+/// The current leader's value (worker id), if any.
+pub(crate) async fn leader(
+    client: &Client,
+    name: &str,
+) -> Result<Option<String>, etcd_client::Error> {
+    let mut c = client.clone();
+    match c.leader(name).await {
+        Ok(r) => Ok(r
+            .kv()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+        // etcd answers "election: no leader" as an error.
+        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,204 @@
+//! Failover: the active cluster is given up for its peer without waiting
+//! for it. Order matters and each step is safe to repeat:
+//!
+//! 1. the peer must be promotable ([`crate::health::Health::promotion_problem`]);
+//! 2. a switch record (kind `failover`, phase `failover`) is written with a
+//!    compare-and-set: from then on every worker reconciling replicators keeps
+//!    the pair leaving the failed cluster stopped, and the failed cluster's
+//!    workers fence it. If the driver dies, the record rolls back at its
+//!    deadline like a switchover;
+//! 3. the pair leaving the failed cluster is stopped (destination first) at
+//!    the current term, so nothing from the failed cluster is applied after
+//!    the loss point is read;
+//! 4. the loss point (the peer's applied position from the failed cluster,
+//!    read from its progress spaces) is read;
+//! 5. one etcd transaction flips the term (+1), marks the failed cluster
+//!    `diverged` and the peer `active`, records the switch and the history
+//!    entry. An automatic failover also compares the leader's election key,
+//!    so a deposed coordinator cannot commit one.
+//!
+//! A step that fails leaves the state unchanged; the stopped pair is started
+//! again by the next reconciliation.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use tcf_iproto::Vclock;
+use tracing::{info, warn};
+
+use crate::{
+    Worker,
+    config::Status,
+    election::Leadership,
+    health, replicators,
+    store::{HistoryEntry, Phase, StoreError, SwitchRecord, now_ms},
+};
+
+/// A failover that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FailoverError {
+    /// etcd did not answer.
+    #[error("etcd: {0}")]
+    Etcd(#[from] StoreError),
+    /// The state does not allow it (no active cluster, peer not passive).
+    #[error("{0}")]
+    Refused(String),
+    /// The peer cannot take over.
+    #[error("cluster {cluster} cannot be promoted: {why}")]
+    NotPromotable {
+        /// The peer.
+        cluster: String,
+        /// Why.
+        why: String,
+    },
+    /// A replicator did not obey.
+    #[error("stopping the pair from {from}: {why}")]
+    Replicators {
+        /// The failed cluster.
+        from: String,
+        /// Why.
+        why: String,
+    },
+    /// The state changed meanwhile (or leadership was lost).
+    #[error("the state changed during the failover (another switch or a new leader won)")]
+    Conflict,
+}
+
+/// A failover that happened.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Outcome {
+    /// The failed cluster, now `diverged`.
+    pub(crate) from: String,
+    /// The new active cluster.
+    pub(crate) to: String,
+    /// The new term.
+    pub(crate) term: u64,
+    /// The new active's applied position from `from`, by source replicaset UUID.
+    pub(crate) loss_point: BTreeMap<String, Vclock>,
+    /// How long the failover itself took.
+    pub(crate) duration_ms: u64,
+}
+
+/// Fails the active cluster over to its peer. `leader` makes the flip
+/// conditional on still leading (automatic failover).
+pub(crate) async fn fail_over(
+    w: &Worker,
+    reason: &str,
+    requested_by: String,
+    leader: Option<&Leadership>,
+) -> Result<Outcome, FailoverError> {
+    let started = Instant::now();
+    let _acting = w.acting.lock().await;
+    let ((state, state_rev), (switch, switch_rev)) = w.store.snapshot().await?;
+    let state = state.ok_or_else(|| FailoverError::Refused("no federation state".into()))?;
+    if let Some(s) = switch.filter(|s| !s.phase.is_final()) {
+        return Err(FailoverError::Refused(format!(
+            "a {} from {} to {} is in progress (phase {:?}); it ends by its deadline",
+            s.kind, s.from, s.to, s.phase
+        )));
+    }
+    let from = state
+        .active()
+        .ok_or_else(|| FailoverError::Refused("no cluster is active".into()))?
+        .to_owned();
+    let to = if from == w.cfg.cluster {
+        w.cfg.peer.clone()
+    } else {
+        w.cfg.cluster.clone()
+    };
+    if state.status(&to) != Some(Status::Passive) {
+        let why = format!(
+            "it is {}",
+            state.status(&to).map_or("absent", Status::as_str)
+        );
+        return Err(FailoverError::NotPromotable { cluster: to, why });
+    }
+    let probe = health::of(w, &to)
+        .await
+        .map_err(|why| FailoverError::NotPromotable {
+            cluster: to.clone(),
+            why,
+        })?;
+    if let Some(why) = probe.promotion_problem() {
+        return Err(FailoverError::NotPromotable { cluster: to, why });
+    }
+    let r = w.cfg.replication.as_ref().ok_or_else(|| {
+        FailoverError::Refused(
+            "this worker has no `replication` section: it cannot stop the pair".into(),
+        )
+    })?;
+    let pair = if to == w.cfg.cluster {
+        &r.incoming
+    } else {
+        &r.outgoing
+    };
+    let term = state.term + 1;
+    let mut rec = SwitchRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: "failover".into(),
+        from: from.clone(),
+        to: to.clone(),
+        term,
+        phase: Phase::Failover,
+        deadline_ms: now_ms() + w.cfg.switchover_timeout.as_millis() as u64,
+        started_ms: now_ms(),
+        requested_by: requested_by.clone(),
+        fence_vclocks: BTreeMap::new(),
+        error: Some(reason.to_owned()),
+        loss_point: BTreeMap::new(),
+    };
+    if !w.store.put_switch(state_rev, switch_rev, &rec).await? {
+        return Err(FailoverError::Conflict);
+    }
+    let switch_rev = match w.store.switch().await? {
+        (Some(s), rev) if s.id == rec.id => rev,
+        _ => return Err(FailoverError::Conflict),
+    };
+    replicators::stop_pair_best_effort(pair, r.token.expose(), state.term)
+        .await
+        .map_err(|why| FailoverError::Replicators {
+            from: from.clone(),
+            why,
+        })?;
+    let after = health::of(w, &to)
+        .await
+        .map_err(|why| FailoverError::NotPromotable {
+            cluster: to.clone(),
+            why,
+        })?;
+    let loss_point = after.loss_point();
+    let mut next = state.clone();
+    next.term = term;
+    next.clusters.insert(from.clone(), Status::Diverged);
+    next.clusters.insert(to.clone(), Status::Active);
+    rec.phase = Phase::Done;
+    rec.loss_point.clone_from(&loss_point);
+    let entry = HistoryEntry {
+        term,
+        kind: "failover".into(),
+        outcome: "done".into(),
+        from: from.clone(),
+        to: to.clone(),
+        at_ms: now_ms(),
+        by: format!("{} ({reason}; requested by {requested_by})", w.id),
+        loss_point: loss_point.clone(),
+        detail: None,
+    };
+    let guard = leader.map(|l| (l.key.as_slice(), l.create_rev));
+    if !w
+        .store
+        .flip(state_rev, &next, switch_rev, &rec, &entry, guard)
+        .await?
+    {
+        warn!(%from, %to, "failover lost a race: state unchanged");
+        return Err(FailoverError::Conflict);
+    }
+    metrics::counter!(crate::metrics::SWITCHES, crate::metrics::OUTCOME => "failover").increment(1);
+    info!(%from, %to, term, ?loss_point, reason, "failover done: {from} is diverged");
+    Ok(Outcome {
+        from,
+        to,
+        term,
+        loss_point,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}

@@ -1,0 +1,401 @@
+//! A cluster's health as the coordinator judges it. Each worker probes its
+//! own cluster (`GET /tcf/api/v1/health`); the leader asks the peer's
+//! workers for the other cluster.
+//!
+//! * It **serves** (may stay or become active) when every replicaset has
+//!   exactly one reachable writable master.
+//! * It is **promotable** when it serves, its incoming destination is
+//!   streaming or reconnecting (not loading, gapped, diverged, stopped or
+//!   failed) and every replicaset of the peer has a streaming position in its
+//!   progress spaces.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
+
+use rmpv::Value;
+use serde::{Deserialize, Serialize};
+use tcf_common::http_client::request;
+use tcf_iproto::{Connection, Vclock};
+
+use crate::{Worker, fence::vclock_of, replicators};
+
+const PROBE: &str = r"
+local peer = ...
+local vc = setmetatable({}, {__serialize = 'map'})
+for id, lsn in pairs(box.info.vclock) do if id ~= 0 then vc[id] = lsn end end
+local prog = {}
+if not box.info.ro then
+    for _, name in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl', '_tcf_progress_local'}) do
+        local s = box.space[name]
+        if s ~= nil then
+            for _, t in s:pairs({peer}, {iterator = 'EQ'}) do
+                prog[#prog + 1] = {t[2], setmetatable(t[3], {__serialize = 'map'}), t[4], t[5]}
+            end
+        end
+    end
+end
+return box.info.ro, box.info.cluster.uuid, vc, prog
+";
+
+/// One replicaset of the probed cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicasetHealth {
+    /// Reachable writable instances (healthy: exactly one).
+    pub masters: Vec<String>,
+    /// Reachable instances.
+    pub instances: Vec<String>,
+    /// Instances known to belong here that did not answer.
+    pub unreachable: Vec<String>,
+    /// The master's vclock (without component 0), when there is one master.
+    pub vclock: Option<Vclock>,
+}
+
+/// What the cluster applied from the peer, per source replicaset name: the
+/// component-wise maximum of its progress rows (`docs/progress.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The source replicaset's UUID as recorded.
+    pub source_uuid: String,
+    /// The applied position.
+    pub vclock: Vclock,
+    /// An initial load has not finished.
+    pub loading: bool,
+}
+
+/// A probe of one cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Health {
+    /// The cluster.
+    pub cluster: String,
+    /// By replicaset UUID.
+    pub replicasets: BTreeMap<String, ReplicasetHealth>,
+    /// Instances that never answered (their replicaset is unknown).
+    pub unknown: Vec<String>,
+    /// The incoming destination's state per replicaset name, if it answered.
+    pub incoming: BTreeMap<String, String>,
+    /// Why the incoming destination's state is unknown.
+    pub incoming_error: Option<String>,
+    /// Applied from the peer, by source replicaset name.
+    pub applied: BTreeMap<String, Applied>,
+}
+
+impl Health {
+    /// Why the cluster cannot serve as active, if it cannot.
+    pub fn serving_problem(&self) -> Option<String> {
+        if self.replicasets.is_empty() {
+            return Some(format!("no instance of cluster {} answers", self.cluster));
+        }
+        let bad: Vec<String> = self
+            .replicasets
+            .iter()
+            .filter(|(_, r)| r.masters.len() != 1)
+            .map(|(uuid, r)| {
+                format!(
+                    "replicaset {uuid} has {} writable masters ({:?}; unreachable {:?})",
+                    r.masters.len(),
+                    r.masters,
+                    r.unreachable
+                )
+            })
+            .collect();
+        (!bad.is_empty()).then(|| bad.join("; "))
+    }
+
+    /// Why the cluster cannot be promoted, if it cannot.
+    pub fn promotion_problem(&self) -> Option<String> {
+        if let Some(p) = self.serving_problem() {
+            return Some(p);
+        }
+        if let Some(e) = &self.incoming_error {
+            return Some(format!("its incoming destination does not answer: {e}"));
+        }
+        if self.incoming.is_empty() {
+            return Some("its incoming destination reports no replicaset".into());
+        }
+        for (rs, state) in &self.incoming {
+            if !matches!(state.as_str(), "streaming" | "connecting") {
+                return Some(format!("its incoming destination is {state} for {rs}"));
+            }
+            match self.applied.get(rs) {
+                None => return Some(format!("it holds no position from {rs}")),
+                Some(a) if a.loading => {
+                    return Some(format!("its initial load from {rs} has not finished"));
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// The loss point: the applied position by source replicaset UUID (the
+    /// name when no UUID was recorded).
+    pub fn loss_point(&self) -> BTreeMap<String, Vclock> {
+        self.applied
+            .iter()
+            .map(|(rs, a)| {
+                let key = if a.source_uuid.is_empty() {
+                    rs.clone()
+                } else {
+                    a.source_uuid.clone()
+                };
+                (key, a.vclock.clone())
+            })
+            .collect()
+    }
+}
+
+/// Remembers which replicaset each instance belongs to, so an unreachable
+/// instance still counts against its replicaset.
+#[derive(Debug, Default)]
+pub(crate) struct Membership(Mutex<HashMap<String, String>>);
+
+struct Answer {
+    ro: bool,
+    rs: String,
+    vclock: Vclock,
+    applied: Vec<(String, Vclock, String, String)>,
+}
+
+async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
+    let conn = Connection::connect(uri, &w.cfg.connect_options())
+        .await
+        .map_err(|e| e.to_string())?;
+    let out = conn
+        .eval(PROBE, &[Value::from(w.cfg.peer.as_str())][..])
+        .await
+        .map_err(|e| e.to_string())?;
+    let parts = out.as_array().map(Vec::as_slice).unwrap_or_default();
+    let [
+        Value::Boolean(ro),
+        Value::String(rs),
+        vc,
+        Value::Array(prog),
+    ] = parts
+    else {
+        return Err(format!("unexpected probe answer {out}"));
+    };
+    let applied = prog
+        .iter()
+        .filter_map(|p| match p.as_array().map(Vec::as_slice) {
+            Some(
+                [
+                    Value::String(rs),
+                    v,
+                    Value::String(uuid),
+                    Value::String(state),
+                ],
+            ) => Some((
+                rs.as_str()?.to_owned(),
+                vclock_of(v)?,
+                uuid.as_str()?.to_owned(),
+                state.as_str()?.to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    Ok(Answer {
+        ro: *ro,
+        rs: rs.as_str().unwrap_or_default().to_owned(),
+        vclock: vclock_of(vc).unwrap_or_default(),
+        applied,
+    })
+}
+
+/// Probes this worker's own cluster: every instance, and the incoming
+/// destination's status when replication is configured.
+pub(crate) async fn probe_local(w: &Worker) -> Health {
+    let answers = futures::future::join_all(
+        w.cfg
+            .instances
+            .iter()
+            .map(|u| async move { (u.clone(), probe_one(u, w).await) }),
+    )
+    .await;
+    let mut h = Health {
+        cluster: w.cfg.cluster.clone(),
+        ..Health::default()
+    };
+    {
+        let mut members = w
+            .membership
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (uri, a) in answers {
+            match a {
+                Ok(a) => {
+                    members.insert(uri.clone(), a.rs.clone());
+                    let r = h.replicasets.entry(a.rs.clone()).or_default();
+                    r.instances.push(uri.clone());
+                    if !a.ro {
+                        r.masters.push(uri.clone());
+                        r.vclock = Some(a.vclock);
+                        for (rs, v, uuid, state) in a.applied {
+                            let e = h.applied.entry(rs).or_default();
+                            e.vclock.merge(&v);
+                            if e.source_uuid.is_empty() {
+                                e.source_uuid = uuid;
+                            }
+                            e.loading |= state == "loading";
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(instance = %uri, "health probe: {e}");
+                    match members.get(&uri) {
+                        Some(rs) => h
+                            .replicasets
+                            .entry(rs.clone())
+                            .or_default()
+                            .unreachable
+                            .push(uri),
+                        None => h.unknown.push(uri),
+                    }
+                }
+            }
+        }
+    }
+    for r in h.replicasets.values_mut() {
+        if r.masters.len() != 1 {
+            r.vclock = None;
+        }
+    }
+    if let Some(r) = &w.cfg.replication {
+        match replicators::status(&r.incoming.destination, r.token.expose()).await {
+            Ok(s) => {
+                if let Some(m) = s.get("replicasets").and_then(serde_json::Value::as_object) {
+                    for (rs, v) in m {
+                        let state = v["state"].as_str().unwrap_or("unknown").to_owned();
+                        h.incoming.insert(rs.clone(), state);
+                    }
+                }
+                if s.get("running") == Some(&serde_json::Value::Bool(false)) {
+                    for st in h.incoming.values_mut() {
+                        *st = "stopped".into();
+                    }
+                }
+            }
+            Err(e) => h.incoming_error = Some(e.to_string()),
+        }
+    } else {
+        h.incoming_error = Some("this worker has no `replication` section".into());
+    }
+    h
+}
+
+/// The health of `cluster`: probed directly when it is this worker's, else
+/// asked from the peer's workers (the first that answers).
+pub(crate) async fn of(w: &Worker, cluster: &str) -> Result<Health, String> {
+    if cluster == w.cfg.cluster {
+        return Ok(probe_local(w).await);
+    }
+    let token = w.cfg.peer_token.as_ref().map(|t| t.expose());
+    let mut errors = Vec::new();
+    for peer in &w.cfg.peer_workers {
+        match request(
+            "GET",
+            peer,
+            "/tcf/api/v1/health",
+            token,
+            None,
+            w.cfg.connect_timeout + Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(r) if r.status == 200 => match serde_json::from_str::<Health>(&r.body) {
+                Ok(h) if h.cluster == cluster => return Ok(h),
+                Ok(h) => errors.push(format!(
+                    "{peer} probes cluster {}, not {cluster}",
+                    h.cluster
+                )),
+                Err(e) => errors.push(format!("{peer}: malformed health: {e}")),
+            },
+            Ok(r) => errors.push(format!("{peer} answered {}: {}", r.status, r.body)),
+            Err(e) => errors.push(format!("{peer}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        errors.push("no peer_workers configured".into());
+    }
+    Err(format!(
+        "cannot probe cluster {cluster}: {}",
+        errors.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(masters: &[&str]) -> ReplicasetHealth {
+        ReplicasetHealth {
+            masters: masters.iter().map(|m| (*m).to_owned()).collect(),
+            ..ReplicasetHealth::default()
+        }
+    }
+
+    fn healthy() -> Health {
+        let mut h = Health {
+            cluster: "B".into(),
+            ..Health::default()
+        };
+        h.replicasets.insert("u1".into(), rs(&["b1:3301"]));
+        h.incoming.insert("rs1".into(), "connecting".into());
+        h.applied.insert(
+            "rs1".into(),
+            Applied {
+                source_uuid: "a-u1".into(),
+                vclock: [(1, 42)].into_iter().collect(),
+                loading: false,
+            },
+        );
+        h
+    }
+
+    #[test]
+    fn a_replicaset_without_exactly_one_master_makes_the_cluster_unhealthy() {
+        let mut h = healthy();
+        assert_eq!(h.serving_problem(), None);
+        h.replicasets.insert("u2".into(), rs(&[]));
+        assert!(h.serving_problem().is_some_and(|p| p.contains("u2")));
+        h.replicasets.insert("u2".into(), rs(&["x", "y"]));
+        assert!(
+            h.serving_problem()
+                .is_some_and(|p| p.contains("2 writable"))
+        );
+        assert!(Health::default().serving_problem().is_some());
+    }
+
+    #[test]
+    fn promotion_needs_a_running_destination_and_a_finished_position() {
+        assert_eq!(healthy().promotion_problem(), None);
+        for state in ["loading", "gapped", "diverged", "stopped", "failed"] {
+            let mut h = healthy();
+            h.incoming.insert("rs1".into(), state.into());
+            assert!(
+                h.promotion_problem().is_some_and(|p| p.contains(state)),
+                "{state}"
+            );
+        }
+        let mut h = healthy();
+        if let Some(a) = h.applied.get_mut("rs1") {
+            a.loading = true;
+        }
+        assert!(h.promotion_problem().is_some_and(|p| p.contains("load")));
+        let mut h = healthy();
+        h.applied.clear();
+        assert!(h.promotion_problem().is_some());
+        let mut h = healthy();
+        h.incoming_error = Some("refused".into());
+        assert!(h.promotion_problem().is_some());
+    }
+
+    #[test]
+    fn the_loss_point_is_keyed_by_source_uuid() {
+        let lp = healthy().loss_point();
+        assert_eq!(lp.get("a-u1").map(|v| v.get(1)), Some(42));
+    }
+}

@@ -1,0 +1,223 @@
+//! `POST /tcf/resync`: a `diverged` cluster (the old active after a
+//! failover) reports what it holds past the loss point and is reloaded from
+//! the active cluster.
+//!
+//! Steps, under the worker's acting lock: the pair coming into this cluster
+//! is stopped; each master's progress rows for the active cluster are marked
+//! `loading` (a durable request: the destination starts an initial load that
+//! truncates the replicated spaces first, also after a restart); then one
+//! etcd transaction turns `diverged` into `passive` (same term) with a
+//! history entry carrying the tail report. The coordinator's reconciliation
+//! starts the incoming pair, whose load makes this cluster an exact copy.
+//! While it loads the cluster is passive but not promotable.
+//!
+//! With `replication.on_return: ship_tail` the coordinator runs the pair
+//! leaving the diverged cluster instead, and its own workers
+//! ([`ship_tail_step`]) resync it once the active cluster has processed
+//! everything its masters hold: the tail is then on the active cluster
+//! (conflicting keys resolved by apply order) and comes back with the load.
+
+use std::collections::BTreeMap;
+
+use rmpv::Value;
+use serde::Serialize;
+use tcf_iproto::{Connection, Vclock};
+use tracing::info;
+
+use crate::{
+    Worker,
+    config::Status,
+    health, replicators,
+    store::{HistoryEntry, StoreError, now_ms},
+};
+
+const MARK: &str = r"
+local cluster, names = ...
+local clock = require('clock')
+for _, rs in ipairs(names) do
+    for _, name in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl'}) do
+        local s = box.space[name]
+        if s == nil then
+            error('tcf_schema: no space ' .. name .. ': the incoming destination never ran here', 0)
+        end
+        local t = s:get{cluster, rs}
+        s:replace{cluster, rs, setmetatable({}, {__serialize = 'map'}), t and t[4] or '',
+                  'loading', clock.time(), t and t[7] or 'tcf-worker', t and t[8] or ''}
+    end
+    local l = box.space._tcf_progress_local
+    if l ~= nil then l:delete{cluster, rs} end
+end
+return true
+";
+
+/// What a diverged replicaset holds past the loss point.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Tail {
+    /// The loss point (what the active cluster applied from it).
+    pub(crate) from: Vclock,
+    /// Its master's vclock now.
+    pub(crate) to: Vclock,
+    /// LSNs between the two: rows committed past the loss point (including
+    /// tcf's own fence records).
+    pub(crate) rows: u64,
+}
+
+/// A resync that did not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResyncError {
+    /// etcd did not answer.
+    #[error("etcd: {0}")]
+    Etcd(#[from] StoreError),
+    /// Not possible in this state.
+    #[error("{0}")]
+    Refused(String),
+    /// An instance or a replicator failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The state changed meanwhile.
+    #[error("the state changed during the resync; nothing was switched, retry")]
+    Conflict,
+}
+
+/// Reports the tail and starts the reload (see the module docs).
+pub(crate) async fn resync(
+    w: &Worker,
+    requested_by: String,
+) -> Result<serde_json::Value, ResyncError> {
+    let _acting = w.acting.lock().await;
+    let me = w.cfg.cluster.clone();
+    let ((state, state_rev), (switch, _)) = w.store.snapshot().await?;
+    let state = state.ok_or_else(|| ResyncError::Refused("no federation state".into()))?;
+    if state.status(&me) != Some(Status::Diverged) {
+        return Err(ResyncError::Refused(format!(
+            "cluster {me} is {}, not diverged: nothing to resync",
+            state.status(&me).map_or("absent", Status::as_str)
+        )));
+    }
+    if state.status(&w.cfg.peer) != Some(Status::Active) {
+        return Err(ResyncError::Refused(format!(
+            "cluster {} is not active: nothing to reload from",
+            w.cfg.peer
+        )));
+    }
+    let r =
+        w.cfg.replication.as_ref().ok_or_else(|| {
+            ResyncError::Refused("this worker has no `replication` section".into())
+        })?;
+    let loss: BTreeMap<String, Vclock> = switch
+        .filter(|s| s.kind == "failover" && s.from == me)
+        .map(|s| s.loss_point)
+        .unwrap_or_default();
+    let probe = health::probe_local(w).await;
+    if let Some(p) = probe.serving_problem() {
+        return Err(ResyncError::Failed(format!(
+            "cannot write cluster {me}: {p}"
+        )));
+    }
+    let mut tails = BTreeMap::new();
+    let mut masters = Vec::new();
+    for (uuid, rs) in &probe.replicasets {
+        let to = rs.vclock.clone().unwrap_or_default();
+        let from = loss.get(uuid).cloned().unwrap_or_default();
+        let rows = to
+            .iter()
+            .map(|(id, lsn)| lsn.saturating_sub(from.get(id)))
+            .sum();
+        tails.insert(uuid.clone(), Tail { from, to, rows });
+        masters.extend(rs.masters.iter().cloned());
+    }
+    let sources: Vec<String> = probe.incoming.keys().cloned().collect();
+    if sources.is_empty() {
+        return Err(ResyncError::Failed(format!(
+            "the incoming destination ({}) reports no replicaset: {}",
+            r.incoming.destination,
+            probe.incoming_error.unwrap_or_default()
+        )));
+    }
+    replicators::set_pair(&r.incoming, r.token.expose(), false, state.term)
+        .await
+        .map_err(|e| ResyncError::Failed(format!("stopping the incoming pair: {e}")))?;
+    let names: Vec<Value> = sources.iter().map(|s| Value::from(s.as_str())).collect();
+    for uri in &masters {
+        let fail = |e: String| ResyncError::Failed(format!("{uri}: {e}"));
+        let conn = Connection::connect(uri, &w.cfg.connect_options())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        conn.eval(
+            MARK,
+            &[
+                Value::from(w.cfg.peer.as_str()),
+                Value::Array(names.clone()),
+            ][..],
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    }
+    let report = serde_json::json!({ "cluster": me, "loss_point": loss, "tail": &tails });
+    let mut next = state.clone();
+    next.clusters.insert(me.clone(), Status::Passive);
+    let entry = HistoryEntry {
+        term: state.term,
+        kind: "resync".into(),
+        outcome: "done".into(),
+        from: me.clone(),
+        to: w.cfg.peer.clone(),
+        at_ms: now_ms(),
+        by: format!("{} (requested by {requested_by})", w.id),
+        loss_point: loss,
+        detail: Some(report.clone()),
+    };
+    if !w.store.set_state(state_rev, &next, &entry).await? {
+        return Err(ResyncError::Conflict);
+    }
+    info!(cluster = %me, tail = ?tails, "resync: passive again; the incoming pair reloads it");
+    Ok(serde_json::json!({
+        "result": "reloading",
+        "term": state.term,
+        "report": report,
+    }))
+}
+
+/// With `on_return: ship_tail`, on a diverged cluster: once the pair leaving
+/// it has processed (applied or skipped) everything its masters hold,
+/// resyncs it (the shipped tail comes back with the reload).
+pub(crate) async fn ship_tail_step(w: &Worker, state: &crate::store::FedState) {
+    let Some(r) = w.cfg.replication.as_ref() else {
+        return;
+    };
+    if r.on_return != crate::config::OnReturn::ShipTail
+        || state.status(&w.cfg.cluster) != Some(Status::Diverged)
+        || state.status(&w.cfg.peer) != Some(Status::Active)
+    {
+        return;
+    }
+    let probe = health::probe_local(w).await;
+    if probe.serving_problem().is_some() {
+        return;
+    }
+    let Ok(status) = replicators::status(&r.outgoing.destination, r.token.expose()).await else {
+        return;
+    };
+    let applied: Vec<(String, Vclock)> = status
+        .get("replicasets")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|rs| {
+            let uuid = rs.get("source_uuid")?.as_str()?.to_owned();
+            let v = serde_json::from_value(rs.get("applied_vclock")?.clone()).ok()?;
+            Some((uuid, v))
+        })
+        .collect();
+    let drained = probe.replicasets.iter().all(|(uuid, rs)| {
+        let held = rs.vclock.clone().unwrap_or_default();
+        applied.iter().any(|(u, a)| u == uuid && held.le(a))
+    });
+    if !drained {
+        return;
+    }
+    info!(cluster = %w.cfg.cluster, "ship_tail: the active cluster processed the tail; resyncing");
+    if let Err(e) = resync(w, "ship_tail".into()).await {
+        tracing::warn!(cluster = %w.cfg.cluster, "ship_tail resync: {e}");
+    }
+}

@@ -1,0 +1,189 @@
+//! The unmarked-write alarm: something other than tcf writes on this cluster
+//! while it is not active.
+//!
+//! While this cluster is not `active` and this worker has fenced it, every
+//! second poll the worker EVALs `worker/lua/tcf_unmarked_v1.lua` on each
+//! master and CALLs `tcf_unmarked_v1(true)`. That installs (once) a trigger
+//! on every user space which counts the writes not marked by tcf's
+//! destination, and returns the count. An increase raises the alarm. When
+//! the cluster becomes active, the alarm is lowered and the triggers are
+//! removed (`tcf_unmarked_v1(false)`, which also resets the count).
+
+use std::collections::BTreeMap;
+
+use rmpv::Value;
+use serde::Serialize;
+use tcf_iproto::{ConnectOptions, Connection, vote};
+use tracing::{info, warn};
+
+use crate::{
+    Status, Worker, metrics,
+    store::{FedState, now_ms},
+};
+
+const LUA: &str = include_str!("../lua/tcf_unmarked_v1.lua");
+
+/// The counters are read every this many polls.
+const EVERY: u64 = 2;
+
+/// What this worker knows of unmarked writes on its cluster; served as
+/// `unmarked_commits` by `GET /tcf/api/v1/info`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Unmarked {
+    /// Raised by an unmarked write seen while this cluster is not active;
+    /// lowered when it becomes active.
+    pub(crate) alarm: bool,
+    /// Unmarked writes seen since this cluster was last active.
+    pub(crate) count: u64,
+    /// When the alarm was raised (ms since the Unix epoch).
+    pub(crate) since_ms: Option<u64>,
+    /// The last reading of each master, by instance UUID.
+    pub(crate) instances: BTreeMap<String, Reading>,
+    /// Why the last reading failed (joined with `; `), `null` after a success.
+    pub(crate) error: Option<String>,
+    /// The triggers are known to be removed from every master.
+    #[serde(skip)]
+    removed: bool,
+}
+
+/// One master's counter.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Reading {
+    /// The instance (`host:port`, as configured).
+    pub(crate) uri: String,
+    /// Its replicaset UUID.
+    pub(crate) replicaset: String,
+    /// Unmarked writes it counted since its triggers were installed.
+    pub(crate) count: u64,
+    /// Identifies that installation: the counter restarts with a new one.
+    #[serde(skip)]
+    epoch: String,
+}
+
+/// One poll's step: reads the counters while this cluster is not active
+/// (and fenced by this worker), and lowers the alarm and removes the
+/// triggers once it is active.
+pub(crate) async fn check(w: &Worker, state: &FedState, n: u64) {
+    if !n.is_multiple_of(EVERY) {
+        return;
+    }
+    let opts = w.cfg.connect_options();
+    if state.status(&w.cfg.cluster) == Some(Status::Active) {
+        let (alarm, removed) = {
+            let mut v = w.view();
+            let u = &mut v.unmarked;
+            let was = (u.alarm, u.removed);
+            *u = Unmarked {
+                removed: u.removed,
+                ..Unmarked::default()
+            };
+            was
+        };
+        if alarm {
+            info!(cluster = %w.cfg.cluster, "unmarked-write alarm lowered: the cluster is active");
+        }
+        ::metrics::gauge!(metrics::UNMARKED_ALARM).set(0.0);
+        if !removed {
+            let (_, errors) = read(&w.cfg.instances, &opts, false).await;
+            let mut v = w.view();
+            v.unmarked.removed = errors.is_empty();
+            v.unmarked.error = (!errors.is_empty()).then(|| errors.join("; "));
+        }
+        return;
+    }
+    if !matches!(w.view().fence, Some((true, _))) {
+        return;
+    }
+    w.view().unmarked.removed = false;
+    let (readings, errors) = read(&w.cfg.instances, &opts, true).await;
+    let mut v = w.view();
+    let u = &mut v.unmarked;
+    let mut seen = 0;
+    for (uuid, r) in readings {
+        let delta = match u.instances.get(&uuid) {
+            Some(p) if p.epoch == r.epoch => r.count.saturating_sub(p.count),
+            _ => r.count,
+        };
+        if delta > 0 {
+            warn!(
+                cluster = %w.cfg.cluster,
+                replicaset = %r.replicaset,
+                instance = %uuid,
+                uri = %r.uri,
+                writes = delta,
+                "unmarked writes on a cluster that is not active: something other than tcf writes here"
+            );
+        }
+        seen += delta;
+        u.instances.insert(uuid, r);
+    }
+    u.error = (!errors.is_empty()).then(|| errors.join("; "));
+    if seen > 0 {
+        ::metrics::counter!(metrics::UNMARKED_COMMITS).increment(seen);
+        u.count += seen;
+        if !u.alarm {
+            u.alarm = true;
+            u.since_ms = Some(now_ms());
+        }
+    }
+    ::metrics::gauge!(metrics::UNMARKED_ALARM).set(if u.alarm { 1.0 } else { 0.0 });
+}
+
+/// CALLs `tcf_unmarked_v1(watch)` on every reachable master: the readings by
+/// instance UUID, and the failures.
+async fn read(
+    instances: &[String],
+    opts: &ConnectOptions,
+    watch: bool,
+) -> (Vec<(String, Reading)>, Vec<String>) {
+    let guest = &ConnectOptions::new();
+    let ballots = futures::future::join_all(
+        instances
+            .iter()
+            .map(|u| async move { (u.as_str(), vote(u, guest).await) }),
+    )
+    .await;
+    if ballots.iter().all(|(_, b)| b.is_err()) {
+        return (
+            Vec::new(),
+            vec!["no instance of this cluster answers".into()],
+        );
+    }
+    let masters = ballots
+        .into_iter()
+        .filter_map(|(u, b)| b.ok().filter(|b| !b.is_ro).map(|_| u));
+    let (mut readings, mut errors) = (Vec::new(), Vec::new());
+    for uri in masters {
+        match call(uri, opts, watch).await {
+            Ok(r) => readings.push(r),
+            Err(e) => errors.push(format!("{uri}: {e}")),
+        }
+    }
+    (readings, errors)
+}
+
+async fn call(uri: &str, opts: &ConnectOptions, watch: bool) -> Result<(String, Reading), String> {
+    let conn = Connection::connect(uri, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.eval(LUA, &[][..] as &[Value])
+        .await
+        .map_err(|e| e.to_string())?;
+    let out = conn
+        .call("tcf_unmarked_v1", &[Value::from(watch)][..])
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    match out.as_array().map(Vec::as_slice) {
+        Some([count, epoch, uuid, rs]) if count.as_u64().is_some() => Ok((
+            text(uuid),
+            Reading {
+                uri: uri.to_owned(),
+                replicaset: text(rs),
+                count: count.as_u64().unwrap_or_default(),
+                epoch: text(epoch),
+            },
+        )),
+        _ => Err(format!("unexpected answer {out}")),
+    }
+}
