@@ -12,16 +12,25 @@
 #   3. generates the dev certificates into certs/dev if they are missing;
 #   4. checks that every port it needs is free;
 #   5. starts clusters A and B (2 replicasets x master + replica each:
-#      8 tarantool processes), seeds A, starts etcd (127.0.0.1:2379; for
-#      tcf-worker, which the demo does not run yet: no switch is shown),
-#      then tcf-gateway + tcf-destination for A -> B
-#      (initial load of A into B) and for B -> A (initial_position: current);
-#   6. writes a few thousand rows to A as user `app` and shows them arriving
-#      on B, with the destination's applied vclock and lag;
-#   7. keeps writing a trickle every second, one status line a second, until
-#      Ctrl-C or DEMO_DURATION seconds; then checks that B equals A (row
-#      counts and a CRC of every tuple), stops everything by PID and prints
-#      where the logs are.
+#      8 tarantool processes), seeds A, starts etcd (127.0.0.1:2379), then
+#      tcf-gateway + tcf-destination for A -> B (initial load of A into B)
+#      and for B -> A (initial_position: current);
+#   6. starts one tcf-worker per cluster (A active, B passive; one_way: the
+#      workers stop the B -> A pair while A is active and fence the user
+#      `app` on B) and HAProxy (examples/haproxy.cfg: one frontend per
+#      replicaset, 127.0.0.1:3300 and :3310, health-checking the workers'
+#      GET /tcf/is_active);
+#   7. writes a few thousand rows through HAProxy as user `app` (they land
+#      on A) and shows them arriving on B, with the destination's applied
+#      vclock and lag;
+#   8. switches over: POST /tcf/switchover on A's worker (A fenced, A -> B
+#      drained, B -> A started, B active), shows both workers'
+#      /tcf/is_active and HAProxy moving to B, then writes as many rows
+#      through HAProxy again: they land on B and flow B -> A;
+#   9. keeps writing a trickle through HAProxy (to B) every second, one
+#      status line a second, until Ctrl-C or DEMO_DURATION seconds; then
+#      checks that A equals B (row counts, sums and a CRC of every tuple),
+#      stops everything by PID and prints where the logs are.
 #
 # Environment:
 #   DEMO_DURATION=N   length of the live phase in seconds (default 0: until Ctrl-C)
@@ -29,12 +38,13 @@
 #                     /tmp/tcf-demo.XXXXXX); must be empty or absent
 #   DEMO_KEEP_DATA=1  keep the data files after a successful run (they are
 #                     always kept after a failure; logs are always kept)
-#   DEMO_ROWS=N       accounts written in the bulk write, with as many events (default 4000)
+#   DEMO_ROWS=N       accounts written in each bulk write (before and after the
+#                     switchover), with as many events (default 4000)
 #   RUST_LOG          log filter of the tcf binaries (default info)
 #
-# Exit status: 0 when B equals A at the end, 1 on any failure (with the
-# reason and the failing process's log tail), 130 on a Ctrl-C before the live
-# phase.
+# Exit status: 0 when the switchover succeeded and A equals B at the end, 1
+# on any failure (with the reason and the failing process's log tail), 130 on
+# a Ctrl-C before the live phase.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,6 +57,7 @@ SEED_ROWS=1000
 [[ "$BULK_ROWS" =~ ^[0-9]+$ ]] || { echo "demo: DEMO_ROWS must be a number, not '$BULK_ROWS'" >&2; exit 1; }
 
 INFO_TOKEN=$(tr -d '[:space:]' < examples/secrets/info.token)
+TOGGLE_TOKEN=$(tr -d '[:space:]' < examples/secrets/toggle.token)
 LUA_DIR=examples/tarantool
 CLIENT=(tarantool "$LUA_DIR/client.lua")
 
@@ -56,12 +67,20 @@ INSTANCES=(
     "B rs1 master 3401" "B rs1 replica 3402" "B rs2 master 3411" "B rs2 replica 3412"
 )
 A_MASTERS=127.0.0.1:3301,127.0.0.1:3311
+# The application's addresses: HAProxy's frontends of rs1 and rs2
+# (examples/haproxy.cfg), routing to the active cluster's masters.
+LB=127.0.0.1:3300,127.0.0.1:3310
 ETCD_CLIENT=2379
 ETCD_PEER=2380
+WORKER_A=10083
+WORKER_B=10183
+HAPROXY_STATS=10090
 # name port
 TCF_PORTS=(
     "gateway a-to-b gRPC:10080" "gateway a-to-b HTTP:10081" "destination a-to-b HTTP:10082"
     "gateway b-to-a gRPC:10180" "gateway b-to-a HTTP:10181" "destination b-to-a HTTP:10182"
+    "worker A HTTP:$WORKER_A" "worker B HTTP:$WORKER_B"
+    "haproxy frontend rs1:3300" "haproxy frontend rs2:3310" "haproxy stats:$HAPROXY_STATS"
 )
 
 # ---- output helpers ------------------------------------------------------------
@@ -169,18 +188,24 @@ cleanup() {
     trap - EXIT INT TERM HUP
     set +e
     if [ "${#PIDS[@]}" -gt 0 ]; then
-        step "stopping ${#PIDS[@]} processes by PID: destinations, gateways, etcd, clusters"
-        local dst=() gw=() tnt=() other=() pid
+        step "stopping ${#PIDS[@]} processes by PID: HAProxy, workers, destinations, gateways, etcd, clusters"
+        local lb=() wrk=() dst=() gw=() tnt=() other=() pid
         for pid in "${PIDS[@]}"; do
             case "${NAME_OF[$pid]}" in
+                haproxy*) lb+=("$pid") ;;
+                tcf-worker*) wrk+=("$pid") ;;
                 tcf-destination*) dst+=("$pid") ;;
                 tcf-gateway*) gw+=("$pid") ;;
                 tarantool*) tnt+=("$pid") ;;
                 *) other+=("$pid") ;;
             esac
         done
-        # Destinations first (a gateway going away first would make them
-        # log a reconnect), then gateways, etcd, the clusters.
+        # HAProxy and the workers first (a worker outliving the replicators
+        # or etcd would log failed commands), then destinations (a gateway
+        # going away first would make them log a reconnect), then gateways,
+        # etcd, the clusters.
+        [ "${#lb[@]}" -gt 0 ] && stop_pids "${lb[@]}"
+        [ "${#wrk[@]}" -gt 0 ] && stop_pids "${wrk[@]}"
         [ "${#dst[@]}" -gt 0 ] && stop_pids "${dst[@]}"
         [ "${#gw[@]}" -gt 0 ] && stop_pids "${gw[@]}"
         [ "${#other[@]}" -gt 0 ] && stop_pids "${other[@]}"
@@ -205,7 +230,8 @@ cleanup() {
             echo "logs and data: $RUN"
         fi
         echo "  tarantool: $RUN/{a,b}-rs{1,2}-{master,replica}/tarantool.log"
-        echo "  tcf:       $RUN/{gateway,destination}-{a-to-b,b-to-a}/output.log"
+        echo "  tcf:       $RUN/{gateway,destination}-{a-to-b,b-to-a}/output.log, $RUN/worker-{a,b}/output.log"
+        echo "  haproxy:   $RUN/haproxy/haproxy.log"
         echo "  etcd:      $RUN/etcd/etcd.log"
     fi
     exit "$rc"
@@ -266,7 +292,10 @@ fi
 for cmd in tarantool etcd curl jq setsid flock; do
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd is not on PATH"
 done
-say "$(tarantool --version 2>&1 | sed -n 1p); $(etcd --version 2>&1 | sed -n 1p)"
+# Debian installs haproxy in /usr/sbin, which a normal user's PATH may lack.
+HAPROXY_BIN=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)
+[ -x "$HAPROXY_BIN" ] || die "haproxy is neither on PATH nor in /usr/sbin"
+say "$(tarantool --version 2>&1 | sed -n 1p); $(etcd --version 2>&1 | sed -n 1p); $("$HAPROXY_BIN" -v 2>&1 | sed -n 1p)"
 
 # ---- 2. build -----------------------------------------------------------------------------
 step "cargo build --release --bins"
@@ -274,7 +303,8 @@ cargo build --release --bins || die "cargo build --release --bins"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 GATEWAY_BIN=$TARGET_DIR/release/tcf-gateway
 DESTINATION_BIN=$TARGET_DIR/release/tcf-destination
-for b in "$GATEWAY_BIN" "$DESTINATION_BIN"; do
+WORKER_BIN=$TARGET_DIR/release/tcf-worker
+for b in "$GATEWAY_BIN" "$DESTINATION_BIN" "$WORKER_BIN"; do
     [ -x "$b" ] || die "$b was not built"
 done
 
@@ -327,7 +357,7 @@ check_port "$ETCD_PEER" "etcd peer"
 for p in "${TCF_PORTS[@]}"; do
     check_port "${p##*:}" "${p%:*}"
 done
-say "free: 3301 3302 3311 3312 3401 3402 3411 3412 2379 2380 10080-10082 10180-10182"
+say "free: 3301 3302 3311 3312 3401 3402 3411 3412 2379 2380 10080-10083 10180-10183 3300 3310 $HAPROXY_STATS"
 
 # ---- 5. run directory, watchdog --------------------------------------------------------------
 if [ -n "${DEMO_RUN_DIR:-}" ]; then
@@ -384,12 +414,12 @@ start_instances replica
 
 step "seeding A with $SEED_ROWS accounts + $SEED_ROWS events (B starts empty: tcf loads them)"
 out=$("${CLIENT[@]}" write "$A_MASTERS" 1 "$SEED_ROWS" 1) || die "seeding A: $out"
-say "$out"
+while read -r line; do say "$line"; done <<<"$out"
 NEXT_ACCOUNT=$((SEED_ROWS + 1))
 NEXT_EVENT=$((SEED_ROWS + 1))
 
 # ---- 7. etcd --------------------------------------------------------------------------------
-step "etcd (single member, 127.0.0.1:$ETCD_CLIENT; for tcf-worker, which this demo does not run yet)"
+step "etcd (single member, 127.0.0.1:$ETCD_CLIENT: the workers keep the federation's state there)"
 start etcd "$RUN/etcd" etcd.log \
     etcd --name tcf-demo --data-dir "$RUN/etcd/data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
@@ -453,7 +483,7 @@ wait_streaming() {
 wait_streaming a-to-b 10082
 wait_streaming b-to-a 10182
 
-# ---- 9. rows A -> B -------------------------------------------------------------------------
+# ---- 9. stats --------------------------------------------------------------------------------
 # stats: "URI accounts_count accounts_sum accounts_crc events_count events_sum events_crc" per master.
 declare -A STAT=()
 read_stats() {
@@ -471,22 +501,98 @@ counts() { # PORT -> "accounts/events"
     read -r -a f <<<"${STAT[127.0.0.1:$1]}"
     printf '%s/%s' "${f[0]}" "${f[3]}"
 }
-# One line about destination a-to-b: per replicaset, state (when not
-# streaming), applied vclock, lag in seconds (gateway clock) and in rows.
+# dest_line PORT: one line about a destination: per replicaset, state (when
+# not streaming), applied vclock, lag in seconds (gateway clock) and in rows.
 dest_line() {
-    status_json 10082 | jq -r '.replicasets | to_entries | map(
+    status_json "$1" | jq -r '.replicasets | to_entries | map(
         "\(.key) \(if .value.state == "streaming" then "" else .value.state + " " end)applied \(.value.applied_vclock | tojson) lag \(.value.lag_seconds * 1000 | round / 1000)s/\(.value.lag_lsn)"
     ) | join(", ")' 2>/dev/null || echo "destination status unavailable"
 }
+# all_state PORT STATE: every replicaset of the destination is in STATE.
+all_state() {
+    status_json "$1" | jq -e --arg s "$2" '[.replicasets[] | .state] | length > 0 and all(. == $s)' >/dev/null
+}
+pair_state() { # PORT -> the distinct states of the destination's replicasets
+    status_json "$1" | jq -r '[.replicasets[] | .state] | unique | join("/")' 2>/dev/null || echo unavailable
+}
+now_ms() { echo $((${EPOCHREALTIME//[.,]/} / 1000)); }
 
 step "initial load: B after loading A's snapshot (accounts/events per replicaset)"
 wait_for "B to equal A after the initial load" 60 "${TCF_PID[destination-a-to-b]}" b_equals_a
 read_stats
 say "rs1: A $(counts 3301)  B $(counts 3401)    rs2: A $(counts 3311)  B $(counts 3411)    (equal, tuple CRCs included)"
 
-step "writing $BULK_ROWS accounts + $BULK_ROWS events to A as user 'app' (one transaction per row)"
-out=$("${CLIENT[@]}" write "$A_MASTERS" "$NEXT_ACCOUNT" "$BULK_ROWS" "$NEXT_EVENT") || die "writing to A: $out"
-say "$out"
+# ---- 10. workers ------------------------------------------------------------------------------
+step "tcf-worker for A (initial_status active) and B (passive), state in etcd, replication one_way"
+declare -A WORKER_PID=()
+start_worker() {
+    local c=$1 port=$2 dir
+    dir="$RUN/worker-${c,,}"
+    start "tcf-worker $c" "$dir" output.log \
+        env -u TCF_ADMIN_PASSWORD RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
+        "$WORKER_BIN" --config "examples/worker-${c,,}.yaml"
+    WORKER_PID[$c]=$START_PID
+    wait_for "tcf-worker $c on http://127.0.0.1:$port" 30 "$START_PID" \
+        curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$port/metrics"
+    say "$(printf 'tcf-worker %-8s  http://127.0.0.1:%s  pid %-7s %s' "$c" "$port" "$START_PID" "$dir/output.log")"
+}
+start_worker A "$WORKER_A"
+start_worker B "$WORKER_B"
+
+# is_active PORT -> "CODE BODY" of GET /tcf/is_active (no token: the load
+# balancer's check): "200 active", "418 passive", "503 {...}".
+is_active() {
+    local out
+    out=$(curl -sS --max-time 2 -w '\n%{http_code}' "http://127.0.0.1:$1/tcf/is_active" 2>&1) || true
+    printf '%s %s' "${out##*$'\n'}" "${out%$'\n'*}"
+}
+roles_are() { # A_CODE B_CODE
+    [[ "$(is_active "$WORKER_A")" == "$1 "* ]] && [[ "$(is_active "$WORKER_B")" == "$2 "* ]]
+}
+info_json() { curl -fsS --max-time 10 -H "Authorization: Bearer $INFO_TOKEN" "http://127.0.0.1:$1/tcf/api/v1/info"; }
+fenced_is() { # PORT true|false: the worker's last applied fence of its cluster
+    info_json "$1" | jq -e --argjson f "$2" '.fence != null and .fence.fenced == $f' >/dev/null
+}
+worker_line() { # PORT -> one line of GET /tcf/api/v1/info
+    info_json "$1" | jq -r '"worker \(.cluster): term \(.term), \(.clusters | to_entries | map("\(.key) \(.value)") | join(", ")); user app \(if .fence == null then "?" elif .fence.fenced then "disabled (fenced)" else "enabled" end) on \(.cluster)\(if .fence_error then ", fence error: " + .fence_error else "" end)\(if .replicator_error then ", replicator error: " + .replicator_error else "" end)"' 2>/dev/null \
+        || echo "worker on :$1: info unavailable"
+}
+wait_for "A's worker to answer 200 and B's 418 on /tcf/is_active" 30 "${WORKER_PID[B]}" roles_are 200 418
+wait_for "A's worker to unfence A" 30 "${WORKER_PID[A]}" fenced_is "$WORKER_A" false
+wait_for "B's worker to fence B" 30 "${WORKER_PID[B]}" fenced_is "$WORKER_B" true
+# one_way: only the pair leaving the active cluster runs.
+wait_for "the workers to stop the pair B -> A" 30 "${WORKER_PID[B]}" all_state 10182 stopped
+say "GET /tcf/is_active: A $(is_active "$WORKER_A"), B $(is_active "$WORKER_B")"
+say "$(worker_line "$WORKER_A")"
+say "$(worker_line "$WORKER_B")"
+say "pairs (one_way): a-to-b $(pair_state 10082), b-to-a $(pair_state 10182)"
+
+# ---- 11. HAProxy -----------------------------------------------------------------------------
+step "HAProxy: rs1 on 127.0.0.1:3300, rs2 on 127.0.0.1:3310, to the masters of the cluster whose worker answers 200"
+start haproxy "$RUN/haproxy" haproxy.log "$HAPROXY_BIN" -db -f examples/haproxy.cfg
+HAPROXY_PID=$START_PID
+# hap_states -> "a-rs1 UP" ... per server, from the stats page (CSV).
+hap_states() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$HAPROXY_STATS/;csv" | awk -F, '
+        NR == 1 { for (i = 1; i <= NF; i++) if ($i == "status") col = i; next }
+        $2 ~ /^[ab]-rs[0-9]+$/ { print $2, $col }'
+}
+# hap_routes_to a|b: both servers of that cluster UP, those of the other
+# DOWN ("DOWN 1/3" is still down: going up).
+hap_routes_to() {
+    local s
+    s=$(hap_states) || return 1
+    [ "$(grep -c "^$1-rs[0-9]* UP$" <<<"$s")" = 2 ] && [ "$(grep -c '^[ab]-rs[0-9]* UP' <<<"$s")" = 2 ]
+}
+hap_line() { hap_states 2>/dev/null | paste -sd, - | sed 's/,/, /g'; }
+wait_for "HAProxy to send rs1 and rs2 to A" 30 "$HAPROXY_PID" hap_routes_to a
+say "servers: $(hap_line)    pid $HAPROXY_PID  $RUN/haproxy/haproxy.log"
+
+# ---- 12. rows through HAProxy to A, A -> B ------------------------------------------------------
+step "writing $BULK_ROWS accounts + $BULK_ROWS events through HAProxy ($LB) as user 'app' (one transaction per row)"
+out=$("${CLIENT[@]}" write "$LB" "$NEXT_ACCOUNT" "$BULK_ROWS" "$NEXT_EVENT") || die "writing through HAProxy: $out"
+while read -r line; do say "$line"; done <<<"$out"
+[[ "$out" == *"landed on: rs1 a-rs1-master, rs2 a-rs2-master"* ]] || die "the rows did not land on A's masters: $out"
 NEXT_ACCOUNT=$((NEXT_ACCOUNT + BULK_ROWS))
 NEXT_EVENT=$((NEXT_EVENT + BULK_ROWS))
 say "arriving on B: accounts/events per replicaset | destination a-to-b per replicaset: applied vclock, lag seconds/rows"
@@ -495,7 +601,7 @@ while :; do
     check_alive
     if read_stats; then
         say "$(printf '%3ss  B rs1 %-9s rs2 %-9s | %s' "$((SECONDS - started))" \
-            "$(counts 3401)" "$(counts 3411)" "$(dest_line)")"
+            "$(counts 3401)" "$(counts 3411)" "$(dest_line 10082)")"
         rs_equal 3301 3401 && rs_equal 3311 3411 && break
     fi
     ((SECONDS - started < 60)) || die "B did not catch up with A within 60 s"
@@ -503,15 +609,70 @@ while :; do
 done
 say "B holds every row of A: rs1 $(counts 3401), rs2 $(counts 3411)"
 
-# ---- 10. live ---------------------------------------------------------------------------------
-if [ "$DURATION" -gt 0 ]; then
-    step "live: a trickle of writes to A every second for ${DURATION}s (Ctrl-C stops earlier)"
-else
-    step "live: a trickle of writes to A every second, until Ctrl-C"
+# ---- 13. switchover ----------------------------------------------------------------------------
+step "planned switchover A -> B: POST /tcf/switchover on A's worker"
+say "the workers fence A (user app disabled), wait until A -> B has applied everything up to the fence,"
+say "start B -> A, then flip the roles in etcd (docs/worker.md, Planned switchover)"
+say "curl -X POST -H 'Authorization: Bearer <examples/secrets/toggle.token>' http://127.0.0.1:$WORKER_A/tcf/switchover"
+resp=$(curl -sS --max-time 90 -X POST -H "Authorization: Bearer $TOGGLE_TOKEN" -w '\n%{http_code}' \
+    "http://127.0.0.1:$WORKER_A/tcf/switchover" 2>&1) || true
+code=${resp##*$'\n'}
+body=${resp%$'\n'*}
+say "$code $(jq -c . <<<"$body" 2>/dev/null || echo "$body")"
+if [ "$code" != 200 ] || [ "$(jq -r .result <<<"$body" 2>/dev/null)" != "done" ]; then
+    log_tail "${WORKER_PID[A]}"
+    log_tail "${WORKER_PID[B]}"
+    info_json "$WORKER_A" | jq . >&2 2>/dev/null || true
+    die "the switchover did not complete: HTTP $code $body"
 fi
-say "each second: 2 new accounts, 10 events, 10 balance updates, 1 upsert, 1 delete on A"
-say "the switch (tcf-worker: is_active, switchover, failover, fencing) is not part of this demo yet: A stays active"
-say "columns: seconds, requests sent | accounts/events per replicaset on A and B | destination a-to-b"
+switched_ms=$(now_ms)
+say "done: $(jq -r '"\(.from) -> \(.to), term \(.term), duration_ms \(.duration_ms)"' <<<"$body")"
+wait_for "A's worker to answer 418 and B's 200 on /tcf/is_active" 15 "${WORKER_PID[B]}" roles_are 418 200
+say "GET /tcf/is_active: A $(is_active "$WORKER_A"), B $(is_active "$WORKER_B")"
+wait_for "HAProxy to send rs1 and rs2 to B" 30 "$HAPROXY_PID" hap_routes_to b
+say "HAProxy servers: $(hap_line)    (B in $(($(now_ms) - switched_ms)) ms after the switchover's answer)"
+wait_for "B's worker to unfence B" 30 "${WORKER_PID[B]}" fenced_is "$WORKER_B" false
+wait_for "A's worker to fence A" 30 "${WORKER_PID[A]}" fenced_is "$WORKER_A" true
+wait_for "the pair B -> A to stream" 60 "${TCF_PID[destination-b-to-a]}" all_streaming 10182
+wait_for "the workers to stop the pair A -> B" 30 "${WORKER_PID[A]}" all_state 10082 stopped
+say "$(worker_line "$WORKER_A")"
+say "$(worker_line "$WORKER_B")"
+say "pairs (one_way): a-to-b $(pair_state 10082), b-to-a $(pair_state 10182)"
+# The fence: the application can no longer write to A, even bypassing HAProxy.
+if out=$("${CLIENT[@]}" write "$A_MASTERS" "$NEXT_ACCOUNT" 1 "$NEXT_EVENT" 2>&1); then
+    die "user app could still write to A's masters directly after the switchover: $out"
+fi
+say "user app straight to A's masters (bypassing HAProxy): refused: ${out#client.lua: }"
+
+# ---- 14. rows through HAProxy to B, B -> A ------------------------------------------------------
+step "writing $BULK_ROWS accounts + $BULK_ROWS events through HAProxy again: they land on B and flow B -> A"
+out=$("${CLIENT[@]}" write "$LB" "$NEXT_ACCOUNT" "$BULK_ROWS" "$NEXT_EVENT") || die "writing through HAProxy: $out"
+while read -r line; do say "$line"; done <<<"$out"
+[[ "$out" == *"landed on: rs1 b-rs1-master, rs2 b-rs2-master"* ]] || die "the rows did not land on B's masters: $out"
+NEXT_ACCOUNT=$((NEXT_ACCOUNT + BULK_ROWS))
+NEXT_EVENT=$((NEXT_EVENT + BULK_ROWS))
+say "arriving on A: accounts/events per replicaset | destination b-to-a per replicaset: applied vclock, lag seconds/rows"
+started=$SECONDS
+while :; do
+    check_alive
+    if read_stats; then
+        say "$(printf '%3ss  A rs1 %-9s rs2 %-9s | %s' "$((SECONDS - started))" \
+            "$(counts 3301)" "$(counts 3311)" "$(dest_line 10182)")"
+        rs_equal 3301 3401 && rs_equal 3311 3411 && break
+    fi
+    ((SECONDS - started < 60)) || die "A did not catch up with B within 60 s"
+    sleep 0.5
+done
+say "A holds every row of B: rs1 $(counts 3301), rs2 $(counts 3311)"
+
+# ---- 15. live ---------------------------------------------------------------------------------
+if [ "$DURATION" -gt 0 ]; then
+    step "live: a trickle of writes through HAProxy (now to B) every second for ${DURATION}s (Ctrl-C stops earlier)"
+else
+    step "live: a trickle of writes through HAProxy (now to B) every second, until Ctrl-C"
+fi
+say "each second: 2 new accounts, 10 events, 10 balance updates, 1 upsert, 1 delete, as user app through HAProxy"
+say "columns: seconds, requests sent, cluster reached | accounts/events per replicaset on A and B | destination b-to-a"
 PHASE=live
 tick=0
 live_start=$SECONDS
@@ -520,19 +681,20 @@ while [ "$STOP" -eq 0 ]; do
     if [ "$DURATION" -gt 0 ] && ((SECONDS - live_start >= DURATION)); then break; fi
     tick=$((tick + 1))
     check_alive
-    if sent=$("${CLIENT[@]}" tick "$A_MASTERS" "$tick" "$NEXT_ACCOUNT" "$NEXT_EVENT" 2>&1); then
+    if sent=$("${CLIENT[@]}" tick "$LB" "$tick" "$NEXT_ACCOUNT" "$NEXT_EVENT" 2>&1); then
         NEXT_ACCOUNT=$((NEXT_ACCOUNT + 2))
         NEXT_EVENT=$((NEXT_EVENT + 10))
     else
         [ "$STOP" -eq 1 ] && break
-        die "writing to A: $sent"
+        die "writing through HAProxy: $sent"
     fi
+    [ "${sent#* }" = B ] || die "the trickle reached cluster '${sent#* }', not B: $sent"
     if read_stats 2>/dev/null; then
         line="A rs1 $(printf '%-9s' "$(counts 3301)") rs2 $(printf '%-9s' "$(counts 3311)") B rs1 $(printf '%-9s' "$(counts 3401)") rs2 $(printf '%-9s' "$(counts 3411)")"
     else
         line="(counts unavailable)"
     fi
-    say "$(printf '%3ss %3s | %s | %s' "$((SECONDS - live_start))" "$sent" "$line" "$(dest_line)")"
+    say "$(printf '%3ss %5s | %s | %s' "$((SECONDS - live_start))" "$sent" "$line" "$(dest_line 10182)")"
     now_us=${EPOCHREALTIME//[.,]/}
     if ((next_us > now_us)); then
         d=$((next_us - now_us))
@@ -544,9 +706,9 @@ while [ "$STOP" -eq 0 ]; do
 done
 PHASE=final
 
-# ---- 11. final check ------------------------------------------------------------------------
-step "final check: B equals A (per replicaset: counts, sums and a CRC of every tuple)"
-wait_for "B to catch up with A" 60 "${TCF_PID[destination-a-to-b]}" b_equals_a
+# ---- 16. final check ------------------------------------------------------------------------
+step "final check: A equals B (per replicaset: counts, sums and a CRC of every tuple)"
+wait_for "A to catch up with B" 60 "${TCF_PID[destination-b-to-a]}" b_equals_a
 read_stats
 printf '    %-4s %-8s %10s %12s %12s %10s %12s %12s\n' rs cluster accounts 'sum(balance)' crc events 'sum(amount)' crc
 for r in "rs1 3301 3401" "rs2 3311 3411"; do
@@ -557,6 +719,13 @@ for r in "rs1 3301 3401" "rs2 3311 3411"; do
     printf '    %-4s %-8s %10s %12s %12s %10s %12s %12s\n' "$rs" B "${fb[@]}"
 done
 while read -r line; do say "$line"; done < <(show_status 10082; show_status 10182)
-say "OK: every transaction written to A is on B, exactly once"
-say "not shown yet: the switch (tcf-worker: switchover, failover, fencing); etcd ran unused"
+say "$(worker_line "$WORKER_A")"
+say "$(worker_line "$WORKER_B")"
+say "GET /tcf/is_active: A $(is_active "$WORKER_A"), B $(is_active "$WORKER_B")"
+# Nothing but the one switchover may have changed the roles (the
+# coordinator fails over automatically only when the active cluster fails).
+state=$(info_json "$WORKER_B" | jq -c '{term, clusters}' 2>/dev/null) || die "B's worker: no info"
+[ "$state" = '{"term":1,"clusters":{"A":"passive","B":"active"}}' ] \
+    || die "the federation state changed after the switchover: $state (see the workers' logs)"
+say "OK: switched over from A to B; every row written through HAProxy, to A before the switch and to B after it, is on both clusters exactly once (A equals B)"
 FAILED=0

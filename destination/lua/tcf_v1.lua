@@ -137,6 +137,16 @@ local function check(space, m)
     end
 end
 
+-- Never compiled: a Lua on_replace trigger (the worker's unmarked-write
+-- trigger, or the application's own) fired from inside an FFI box_* call made
+-- by a JIT trace aborts Tarantool ("Lua VM re-entrancy is detected while
+-- executing the trace"). From the interpreter the same calls are safe.
+local function apply_rows(rows)
+    for i = 1, #rows do apply_row(rows[i]) end
+end
+jit.off(apply_row)
+jit.off(apply_rows)
+
 -- Runs fn with this fiber's writes marked as tcf's own
 -- (`fiber.self().storage.tcf_mark`, read by tcf-worker's unmarked-write
 -- triggers on a passive cluster); the mark is cleared on every exit.
@@ -167,7 +177,7 @@ tcf_v1_apply = marked(function(m, rows)
         check(space, m)
         -- The mark first: it is what the opposite gateway recognises.
         mark(space, m)
-        for i = 1, #rows do apply_row(rows[i]) end
+        apply_rows(rows)
     end)
     if not ok then
         box.rollback()

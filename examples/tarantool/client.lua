@@ -6,12 +6,17 @@
 --       replica: read-only and following its master), else 1 (reason on stderr)
 --   tarantool examples/tarantool/client.lua write RS_URIS FROM COUNT EVENTS_FROM
 --       as user `app`: REPLACE accounts FROM..FROM+COUNT-1 and INSERT COUNT
---       events (EVENTS_FROM...), pipelined; one source transaction per row
+--       events (EVENTS_FROM...), pipelined; one source transaction per row;
+--       prints the time taken, then which instance each URI reached
+--       ("landed on: rs1 a-rs1-master, rs2 a-rs2-master")
 --   tarantool examples/tarantool/client.lua tick RS_URIS TICK NEXT_ACCOUNT NEXT_EVENT
 --       as user `app`, the trickle of one second: 2 new accounts
 --       (NEXT_ACCOUNT, +1), 10 events (NEXT_EVENT...), 10 balance UPDATEs,
 --       1 UPSERT of account 0 (on rs2), 1 DELETE (account TICK);
---       prints the number of requests sent
+--       prints the number of requests sent and the cluster(s) they reached
+--       (e.g. "24 A")
+--   tarantool examples/tarantool/client.lua whoami URI...
+--       as user `app`: one line per URI, the instance it reached
 --   tarantool examples/tarantool/client.lua stats URI...
 --       as user `monitor`: one line per URI:
 --       URI accounts_count accounts_sum accounts_crc events_count events_sum events_crc
@@ -19,6 +24,9 @@
 -- RS_URIS: the masters of the replicasets, comma-separated, in order
 -- (rs1,rs2). Rows are sharded by account id: account N lives in replicaset
 -- ((N - 1) mod #RS_URIS) + 1, its events with it (account 0 on the last one).
+-- The URIs may be HAProxy's frontends (one per replicaset): the app then
+-- writes to whichever cluster HAProxy sends it to, and `demo_whoami` (the
+-- instance's name, e.g. b-rs1-master) tells which one that is.
 -- Passwords come from examples/secrets (or TCF_SECRETS_DIR).
 local fio = require('fio')
 local netbox = require('net.box')
@@ -55,13 +63,44 @@ local function connect(uri, user)
     return c
 end
 
+-- The instance a connection reached (its name, e.g. a-rs1-master).
+local function whoami(c, uri)
+    local ok, name = pcall(c.call, c, 'demo_whoami', {}, {timeout = 5})
+    if not ok then die('%s: demo_whoami: %s', uri, tostring(name)) end
+    return name
+end
+
+-- Connections as `app` to RS_URIS, and the names of the instances reached.
 local function masters(list)
-    local out = {}
+    local out, names = {}, {}
     for uri in (list or ''):gmatch('[^,]+') do
-        out[#out + 1] = connect(uri, 'app')
+        local c = connect(uri, 'app')
+        out[#out + 1] = c
+        names[#names + 1] = whoami(c, uri)
     end
     if #out == 0 then die('no replicaset URIs') end
-    return out
+    return out, names
+end
+
+-- "rs1 a-rs1-master, rs2 a-rs2-master"
+local function landed(names)
+    local parts = {}
+    for i, n in ipairs(names) do parts[#parts + 1] = string.format('rs%d %s', i, n) end
+    return table.concat(parts, ', ')
+end
+
+-- The clusters reached ("A", or "A+B" if HAProxy split the replicasets),
+-- from the instance names' prefix.
+local function clusters(names)
+    local seen, out = {}, {}
+    for _, n in ipairs(names) do
+        local c = (n:match('^([^-]+)-') or n):upper()
+        if not seen[c] then
+            seen[c] = true
+            out[#out + 1] = c
+        end
+    end
+    return table.concat(out, '+')
 end
 
 local function shard(conns, account_id)
@@ -99,7 +138,7 @@ if cmd == 'health' then
     os.exit(0)
 
 elseif cmd == 'write' then
-    local conns = masters(arg[2])
+    local conns, names = masters(arg[2])
     local from, count, ev = tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
     if not (from and count and ev) then die('usage: write RS_URIS FROM COUNT EVENTS_FROM') end
     local started = clock.monotonic()
@@ -119,10 +158,11 @@ elseif cmd == 'write' then
     end
     pipeline(futures)
     print(string.format('%d rows in %.2f s', 2 * count, clock.monotonic() - started))
+    print('landed on: ' .. landed(names))
     os.exit(0)
 
 elseif cmd == 'tick' then
-    local conns = masters(arg[2])
+    local conns, names = masters(arg[2])
     local tick, next_account, next_event = tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
     if not (tick and next_account and next_event) then
         die('usage: tick RS_URIS TICK NEXT_ACCOUNT NEXT_EVENT')
@@ -145,7 +185,15 @@ elseif cmd == 'tick' then
                                               {{'+', 2, tick}, {'=', 4, now}}, {is_async = true}))
     add(shard(conns, tick).space.accounts:delete(tick, {is_async = true}))
     pipeline(futures)
-    print(#futures)
+    print(string.format('%d %s', #futures, clusters(names)))
+    os.exit(0)
+
+elseif cmd == 'whoami' then
+    for i = 2, #arg do
+        local c = connect(arg[i], 'app')
+        print(string.format('%s %s', arg[i], whoami(c, arg[i])))
+        c:close()
+    end
     os.exit(0)
 
 elseif cmd == 'stats' then
@@ -162,5 +210,5 @@ elseif cmd == 'stats' then
     os.exit(0)
 
 else
-    die('usage: client.lua health|write|tick|stats ... (see the header of this file)')
+    die('usage: client.lua health|write|tick|whoami|stats ... (see the header of this file)')
 end

@@ -14,8 +14,8 @@
 --
 -- Every instance listens on 127.0.0.1:<port>, keeps its data in <dir>, logs
 -- to stderr (background = false: the caller redirects it) and defines the
--- two Lua functions the demo's monitor user calls: demo_health() and
--- demo_stats().
+-- Lua functions the demo's users call: demo_health() and demo_stats()
+-- (monitor), demo_whoami() (app).
 
 local fio = require('fio')
 local log = require('log')
@@ -111,12 +111,18 @@ function M.watch_parent()
     end)
 end
 
--- Functions the `monitor` user may call (granted in master.lua's bootstrap;
--- they exist in _func on every instance by replication, their bodies are
--- defined here on every instance).
-function M.define_functions()
+-- Functions the `monitor` and `app` users may call (granted in master.lua's
+-- bootstrap; they exist in _func on every instance by replication, their
+-- bodies are defined here on every instance).
+function M.define_functions(s)
     local digest = require('digest')
     local msgpack = require('msgpack')
+
+    -- The instance's name (TCF_NAME, e.g. a-rs1-master): tells the demo's
+    -- writer which cluster its connection through HAProxy reached.
+    rawset(_G, 'demo_whoami', function()
+        return s.name
+    end)
 
     -- {status, ro, vclock, upstream = 'follow'|...|nil}
     rawset(_G, 'demo_health', function()

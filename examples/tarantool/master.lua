@@ -13,7 +13,8 @@
 --   | -------------- | -------------------------------------------------- | --- |
 --   | cluster-repl   | role `replication`                                 | the replica of this replicaset replicates from here |
 --   | tcf-replicator | read,write,execute,create on universe              | tcf: `read` for tcf-gateway reading this cluster (source side); `write,execute,create` for tcf-destination writing it (target side: it installs its Lua functions and creates the _tcf_progress_* spaces). In a two-way federation every cluster is both |
---   | app            | read,write on `accounts` and `events`              | the application (the demo's writer) |
+--   | tcf-admin      | role `super`                                       | tcf-worker: fences this cluster (disables/enables `app`, writes _tcf_fence; docs/worker.md, Fencing) |
+--   | app            | read,write on `accounts` and `events`; execute on demo_whoami | the application (the demo's writer, through HAProxy); tcf-worker disables it while this cluster is not active |
 --   | monitor        | execute on demo_health, demo_stats; read on both spaces | the demo's readiness checks and row counts |
 --
 -- Spaces (identical on A and B, as tcf requires):
@@ -28,6 +29,7 @@ local s = common.settings('master')
 local passwords = {
     ['cluster-repl'] = common.secret(s, 'cluster-repl.password'),
     ['tcf-replicator'] = common.secret(s, 'tcf-replicator.password'),
+    ['tcf-admin'] = common.secret(s, 'tcf-admin.password'),
     app = common.secret(s, 'app.password'),
     monitor = common.secret(s, 'monitor.password'),
 }
@@ -65,9 +67,17 @@ box.once('tcf-example-schema-v1', function()
     box.schema.user.create('tcf-replicator', {password = passwords['tcf-replicator']})
     box.schema.user.grant('tcf-replicator', 'read,write,execute,create', 'universe')
 
+    -- tcf-worker's fencing user: `super` to create and write _tcf_fence, to
+    -- EVAL its function and to enable/disable `app` (docs/worker.md).
+    box.schema.user.create('tcf-admin', {password = passwords['tcf-admin']})
+    box.schema.user.grant('tcf-admin', 'super')
+
     box.schema.user.create('app', {password = passwords.app})
     box.schema.user.grant('app', 'read,write', 'space', 'accounts')
     box.schema.user.grant('app', 'read,write', 'space', 'events')
+    -- Which instance a connection reached (through HAProxy).
+    box.schema.func.create('demo_whoami')
+    box.schema.user.grant('app', 'execute', 'function', 'demo_whoami')
 
     box.schema.user.create('monitor', {password = passwords.monitor})
     box.schema.user.grant('monitor', 'read', 'space', 'accounts')
@@ -78,5 +88,5 @@ box.once('tcf-example-schema-v1', function()
     end
 end)
 
-common.define_functions()
+common.define_functions(s)
 require('log').info('%s: master ready on 127.0.0.1:%d, data in %s', s.name, s.port, s.dir)

@@ -22,6 +22,6 @@ box.cfg(common.cfg(s, {
     replication = {'cluster-repl:' .. password .. '@' .. s.master},
 }))
 
-common.define_functions()
+common.define_functions(s)
 require('log').info('%s: replica of %s ready on 127.0.0.1:%d, data in %s',
                     s.name, s.master, s.port, s.dir)
