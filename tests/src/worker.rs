@@ -228,6 +228,8 @@ pub struct PairedOptions {
     pub second_workers: bool,
     /// `replication.on_return` of every worker.
     pub on_return: Option<String>,
+    /// `replication.mode: two_way` instead of `one_way`.
+    pub two_way: bool,
 }
 
 /// The coordinator settings of [`PairedOptions::coordinator`].
@@ -309,6 +311,10 @@ impl Paired {
         spec_b.instances = b_all;
         spec_a.on_return.clone_from(&o.on_return);
         spec_b.on_return.clone_from(&o.on_return);
+        if o.two_way {
+            spec_a.mode = "two_way".into();
+            spec_b.mode = "two_way".into();
+        }
         if o.coordinator {
             spec_a.peer_workers = vec![format!("http://{a_to_b}")];
             spec_b.peer_workers = vec![format!("http://{b_to_a}")];

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use tcf_iproto::{ConnectOptions, Connection, Vclock};
 use tcf_tests::{
     Tarantool,
-    federation::{REPLICATED_SPACES, wait_equal, write_burst},
+    federation::{REPLICATED_SPACES, Writer, wait_count, wait_equal, write_burst},
     gateway::{ADMIN_TOKEN, INFO_TOKEN},
     http, wait_until,
     worker::{APP_PASSWORD, APP_USER, COORDINATOR, Paired, PairedOptions, RunningWorker},
@@ -333,6 +333,16 @@ async fn serial_isolated_active_stops_answering_before_the_peer_is_promoted() {
         b_promoted.as_millis()
     );
     assert!(a_stopped < b_promoted, "never two clusters answering 200");
+    // ... and A does not come back to 200 (e.g. through a peer confirmation).
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_secs(3) {
+        assert_ne!(
+            p.wa.is_active().await.ok(),
+            Some(200),
+            "A answered 200 again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     wait_until("isolated A fenced", SOON, || async {
         !app_can_log_in(p.a.master()).await
     })
@@ -469,14 +479,74 @@ async fn serial_ship_tail_sends_the_old_actives_tail_to_the_new_active() {
             .await
             .expect("count");
     println!("ship_tail: B holds {ids} rows in test after the tail arrived");
-    let tail_on_b = p
-        .b
-        .master()
-        .eval1(
-            "local n = 0 for _, t in box.space.test:pairs() do if t[1] >= 1000 and t[1] < 1040 then n = n + 1 end end return n",
-            &[],
-        )
+    let ids_in = |lo: u64, hi: u64| {
+        let b = p.b.master();
+        async move {
+            b.eval1(
+                "local lo, hi = ... local n = 0 \
+                 for _, s in ipairs({'test', 'vtest'}) do \
+                   for _, t in box.space[s]:pairs() do \
+                     if t[1] >= lo and t[1] < hi then n = n + 1 end \
+                   end \
+                 end return n",
+                &[lo.into(), hi.into()],
+            )
+            .await
+            .expect("count")
+            .as_u64()
+            .unwrap_or(0)
+        }
+    };
+    assert_eq!(ids_in(1000, 1040).await, 40, "all of A's tail reached B");
+    assert_eq!(ids_in(5000, 5020).await, 20, "B's own writes survived");
+}
+
+/// A failover while the old active is alive and still writing (its admin is
+/// not fenced): B applies nothing of A past the loss point, and (two_way)
+/// nothing of B reaches A after the flip.
+async fn failover_while_the_old_active_writes(two_way: bool) {
+    let opts = PairedOptions {
+        coordinator: true,
+        two_way,
+        ..PairedOptions::default()
+    };
+    let p = Paired::start_with(opts).await.expect("setup");
+    probe(&p.wa, 200).await;
+    let writer = Writer::start(p.a.master(), 1, 0, Duration::from_millis(5))
         .await
-        .expect("tail rows");
-    assert!(tail_on_b.as_u64().unwrap_or(0) > 0, "A's tail reached B");
+        .expect("writer");
+    wait_count(p.b.master(), "test", 50)
+        .await
+        .expect("A -> B flows");
+    let (code, body) = post(&p.wb, "/tcf/failover", ADMIN_TOKEN).await;
+    assert_eq!(code, 200, "{body}");
+    let (applied, uuid) = progress(p.b.master(), "A", "rs1").await;
+    let loss = loss_point_of(&body["failover"]["loss_point"], &uuid);
+    assert_eq!(loss, applied, "loss point = B's progress");
+    let (a_from_b, _) = progress(p.a.master(), "B", "rs1").await;
+    write_burst(p.b.master(), 1_000_000, 50)
+        .await
+        .expect("writes on B");
+    // Many polls later (A kept writing about 400 more transactions) ...
+    let seen = writer.done();
+    wait_until("A to write 400 more transactions", SOON, || async {
+        writer.done() >= seen + 400
+    })
+    .await
+    .expect("writer");
+    let (still, _) = progress(p.b.master(), "A", "rs1").await;
+    assert_eq!(still, loss, "nothing of A applied on B past the loss point");
+    let (a_now, _) = progress(p.a.master(), "B", "rs1").await;
+    assert_eq!(a_now, a_from_b, "nothing of B applied on the diverged A");
+    writer.stop().await.expect("writer");
+}
+
+#[tokio::test]
+async fn serial_failover_while_the_old_active_writes_one_way() {
+    failover_while_the_old_active_writes(false).await;
+}
+
+#[tokio::test]
+async fn serial_failover_while_the_old_active_writes_two_way() {
+    failover_while_the_old_active_writes(true).await;
 }

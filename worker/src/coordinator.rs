@@ -13,7 +13,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{Worker, failover, health, metrics as m, store::now_ms};
+use crate::{
+    Worker, failover, health, metrics as m,
+    store::{Phase, now_ms},
+};
 
 /// What the leader last concluded (for `GET /tcf/api/v1/info`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -35,7 +38,8 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
     let c = w.cfg.coordinator.clone();
     let mut tick = tokio::time::interval(c.health_check_delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut since: Option<Instant> = None;
+    // The cluster found unhealthy and when that run of failed checks began.
+    let mut since: Option<(String, Instant)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -54,6 +58,7 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
         };
         let switch = w.view().switch.clone();
         if switch.as_ref().is_some_and(|s| !s.phase.is_final()) {
+            since = None;
             continue;
         }
         let Some(active) = state.active().map(str::to_owned) else {
@@ -61,7 +66,13 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
         };
         let problem = match health::of(&w, &active).await {
             Ok(h) => h.serving_problem(),
-            Err(e) => Some(e),
+            Err(e) if e.misconfigured => {
+                // Says nothing about the cluster: never a reason to fail over.
+                tracing::error!(cluster = %active, "health check impossible, fix the config: {e}");
+                w.verdict().problem = Some(format!("not judged: {e}"));
+                continue;
+            }
+            Err(e) => Some(e.to_string()),
         };
         let Some(problem) = problem else {
             if since.take().is_some() {
@@ -74,7 +85,12 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
             metrics::gauge!(m::SUSPECT_COUNT).set(0.0);
             continue;
         };
-        let first = *since.get_or_insert_with(Instant::now);
+        if since.as_ref().is_some_and(|(c, _)| *c != active) {
+            since = None;
+        }
+        let first = since
+            .get_or_insert_with(|| (active.clone(), Instant::now()))
+            .1;
         let count = {
             let mut v = w.verdict();
             if v.suspect_since_ms.is_none() || v.cluster.as_deref() != Some(active.as_str()) {
@@ -93,7 +109,7 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
         if count < c.max_suspect_counts || first.elapsed() < c.failover_timeout {
             continue;
         }
-        if let Some(s) = switch.filter(|s| s.kind == "failover") {
+        if let Some(s) = switch.filter(|s| s.kind == "failover" && s.phase == Phase::Done) {
             let age = now_ms().saturating_sub(s.started_ms);
             if u128::from(age) < c.immunity_period.as_millis() {
                 let why = format!(

@@ -24,41 +24,57 @@ pub(crate) struct Leadership {
     pub(crate) key: Vec<u8>,
     /// Its create revision.
     pub(crate) create_rev: i64,
-    renewed_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    leader: Option<Leadership>,
+    /// Send time of the newest request etcd acknowledged as keeping the
+    /// lease alive (the grant, then each renewal).
+    acked: Option<Instant>,
+    /// The TTL etcd granted.
+    granted: Duration,
 }
 
 /// The campaign's shared view.
 #[derive(Debug, Default)]
 pub(crate) struct Campaign {
-    inner: Mutex<Option<Leadership>>,
+    inner: Mutex<Inner>,
 }
 
 impl Campaign {
-    /// Leadership while the lease is known to be alive (renewed within `ttl`).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leadership while the lease is known to be alive: its last
+    /// acknowledged renewal was sent less than the granted TTL ago (and less
+    /// than `ttl`), so etcd cannot have let another candidate lead yet.
     pub(crate) fn leading(&self, ttl: Duration) -> Option<Leadership> {
-        let g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        g.clone().filter(|l| l.renewed_at.elapsed() < ttl)
+        let g = self.lock();
+        let alive = g.acked.is_some_and(|t| t.elapsed() < g.granted.min(ttl));
+        g.leader.clone().filter(|_| alive)
     }
 
-    fn set(&self, l: Option<Leadership>) {
-        *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = l;
+    fn set_leader(&self, l: Option<Leadership>) {
+        self.lock().leader = l;
     }
 
-    fn renewed(&self, at: Instant) {
-        if let Some(l) = self
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
-            l.renewed_at = at;
-        }
+    fn acked(&self, sent: Instant, granted: Duration) {
+        let mut g = self.lock();
+        g.acked = Some(sent);
+        g.granted = granted;
+    }
+
+    fn reset(&self) {
+        *self.lock() = Inner::default();
     }
 }
 
 /// Campaigns under `name` with `value` (the worker id) until `stop`: grant a
 /// lease, keep it alive every third of `ttl`, campaign, lead until the lease
-/// is lost, then start over with a new lease. The lease is revoked on stop.
+/// is lost, then start over with a new lease. The lease is revoked on stop,
+/// so the next candidate leads at once.
 pub(crate) async fn run(
     endpoints: Vec<String>,
     name: String,
@@ -69,17 +85,14 @@ pub(crate) async fn run(
 ) {
     let mut backoff = Duration::from_millis(200);
     while !stop.is_cancelled() {
-        // Biased: on stop, a term of office that can still revoke its lease
-        // (so the next candidate leads at once) is let finish first.
-        let result = tokio::select! {
-            biased;
-            r = term_of_office(&endpoints, &name, &value, ttl, &campaign, &stop) => r,
-            () = stop.cancelled() => Ok(()),
-        };
-        if campaign.leading(Duration::MAX).is_some() {
+        let result = Box::pin(term_of_office(
+            &endpoints, &name, &value, ttl, &campaign, &stop,
+        ))
+        .await;
+        if !stop.is_cancelled() && campaign.leading(Duration::MAX).is_some() {
             warn!("coordinator leadership lost");
         }
-        campaign.set(None);
+        campaign.reset();
         if let Err(e) = result {
             warn!("coordinator election: {e}; campaigning again");
             tokio::select! {
@@ -105,27 +118,42 @@ async fn term_of_office(
     let opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
-    let mut client = Client::connect(endpoints, Some(opts)).await?;
-    let ttl_s = ttl.as_secs().max(2) as i64;
-    let lease = client.lease_grant(ttl_s, None).await?.id();
-    let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
-    let mut granted = Instant::now();
+    let ttl_s = ttl.as_secs().max(2);
+    let granted = Duration::from_secs(ttl_s);
+    let start = async {
+        let mut client = Client::connect(endpoints, Some(opts)).await?;
+        let sent = Instant::now();
+        let lease = client.lease_grant(ttl_s as i64, None).await?.id();
+        campaign.acked(sent, granted);
+        let (keeper, acks) = client.lease_keep_alive(lease).await?;
+        Ok::<_, etcd_client::Error>((client, lease, keeper, acks))
+    };
+    let (mut client, lease, mut keeper, mut acks) = tokio::select! {
+        r = start => r?,
+        () = stop.cancelled() => return Ok(()),
+    };
     let keepalive = async {
         let mut tick = tokio::time::interval(ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Send times of renewals not yet answered, oldest first: an answer
+        // is credited to the request it answers, never to a newer one.
+        let mut pending = std::collections::VecDeque::new();
+        let mut last = Instant::now();
         loop {
             tick.tick().await;
-            let sent = Instant::now();
+            pending.push_back(Instant::now());
             keeper.keep_alive().await?;
             match tokio::time::timeout(ttl / 3, acks.message()).await {
                 Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                    granted = sent;
-                    campaign.renewed(sent);
+                    if let Some(sent) = pending.pop_front() {
+                        last = sent;
+                        campaign.acked(sent, granted);
+                    }
                 }
                 Ok(Ok(Some(_))) => return Ok::<_, etcd_client::Error>("the lease expired"),
                 Ok(Ok(None)) => return Ok("the keep-alive stream ended"),
                 Ok(Err(e)) => return Err(e),
-                Err(_) if granted.elapsed() >= ttl => {
+                Err(_) if last.elapsed() >= granted.min(ttl) => {
                     return Ok("no keep-alive answer within the TTL");
                 }
                 Err(_) => {}
@@ -138,18 +166,16 @@ async fn term_of_office(
         let key = resp.leader().map(|k| k.key().to_vec()).unwrap_or_default();
         let create_rev = resp.leader().map_or(0, |k| k.rev());
         info!(lease, "leading as coordinator");
-        campaign.set(Some(Leadership {
-            key,
-            create_rev,
-            renewed_at: Instant::now(),
-        }));
+        campaign.set_leader(Some(Leadership { key, create_rev }));
         std::future::pending::<Result<(), etcd_client::Error>>().await
     };
     let outcome = tokio::select! {
         r = keepalive => r.map(|why| warn!(lease, "coordinator lease lost: {why}")),
         r = lead => r,
         () = stop.cancelled() => {
-            let _ = client.lease_revoke(lease).await;
+            campaign.reset();
+            let revoke = client.lease_revoke(lease);
+            let _ = tokio::time::timeout(Duration::from_secs(2), revoke).await;
             Ok(())
         }
     };

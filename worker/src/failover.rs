@@ -114,9 +114,9 @@ pub(crate) async fn fail_over(
     }
     let probe = health::of(w, &to)
         .await
-        .map_err(|why| FailoverError::NotPromotable {
+        .map_err(|e| FailoverError::NotPromotable {
             cluster: to.clone(),
-            why,
+            why: e.into(),
         })?;
     if let Some(why) = probe.promotion_problem() {
         return Err(FailoverError::NotPromotable { cluster: to, why });
@@ -126,11 +126,6 @@ pub(crate) async fn fail_over(
             "this worker has no `replication` section: it cannot stop the pair".into(),
         )
     })?;
-    let pair = if to == w.cfg.cluster {
-        &r.incoming
-    } else {
-        &r.outgoing
-    };
     let term = state.term + 1;
     let mut rec = SwitchRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -146,26 +141,39 @@ pub(crate) async fn fail_over(
         error: Some(reason.to_owned()),
         loss_point: BTreeMap::new(),
     };
-    if !w.store.put_switch(state_rev, switch_rev, &rec).await? {
+    let guard = leader.map(|l| (l.key.as_slice(), l.create_rev));
+    let Some(switch_rev) = w
+        .store
+        .put_switch(state_rev, switch_rev, &rec, guard)
+        .await?
+    else {
         return Err(FailoverError::Conflict);
-    }
-    let switch_rev = match w.store.switch().await? {
-        (Some(s), rev) if s.id == rec.id => rev,
-        _ => return Err(FailoverError::Conflict),
     };
-    replicators::stop_pair_best_effort(pair, r.token.expose(), state.term)
-        .await
-        .map_err(|why| FailoverError::Replicators {
-            from: from.clone(),
-            why,
-        })?;
-    let after = health::of(w, &to)
-        .await
-        .map_err(|why| FailoverError::NotPromotable {
-            cluster: to.clone(),
-            why,
-        })?;
-    let loss_point = after.loss_point();
+    let loss_point = match isolate(w, r, &rec, &probe).await {
+        Ok(lp) => lp,
+        Err(e) => {
+            // Undo the record at once: the failed cluster is unfenced and
+            // the pair restarted by the next reconciliation.
+            let mut undo = rec.clone();
+            undo.phase = Phase::RolledBack;
+            undo.error = Some(format!("{reason}: {e}"));
+            let entry = HistoryEntry {
+                term: state.term,
+                kind: "failover".into(),
+                outcome: "rolled_back".into(),
+                from: from.clone(),
+                to: to.clone(),
+                at_ms: now_ms(),
+                by: format!("{} (requested by {requested_by})", w.id),
+                loss_point: BTreeMap::new(),
+                detail: None,
+            };
+            if let Err(re) = w.store.roll_back(switch_rev, &undo, &entry).await {
+                warn!(%from, %to, "failover record not rolled back ({re}); its deadline will");
+            }
+            return Err(e);
+        }
+    };
     let mut next = state.clone();
     next.term = term;
     next.clusters.insert(from.clone(), Status::Diverged);
@@ -183,7 +191,6 @@ pub(crate) async fn fail_over(
         loss_point: loss_point.clone(),
         detail: None,
     };
-    let guard = leader.map(|l| (l.key.as_slice(), l.create_rev));
     if !w
         .store
         .flip(state_rev, &next, switch_rev, &rec, &entry, guard)
@@ -201,4 +208,54 @@ pub(crate) async fn fail_over(
         loss_point,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Stops both pairs between the clusters at the failover's term (nothing of
+/// `from` is applied to `to` past this point, nothing of `to` reaches `from`)
+/// and reads the loss point from `to`'s progress spaces.
+async fn isolate(
+    w: &Worker,
+    r: &crate::config::Replication,
+    rec: &SwitchRecord,
+    before: &health::Health,
+) -> Result<BTreeMap<String, Vclock>, FailoverError> {
+    let (leaving, entering) = if rec.to == w.cfg.cluster {
+        (&r.incoming, &r.outgoing)
+    } else {
+        (&r.outgoing, &r.incoming)
+    };
+    let token = r.token.expose();
+    let failed = |why: String| FailoverError::Replicators {
+        from: rec.from.clone(),
+        why,
+    };
+    replicators::stop_pair_best_effort(leaving, token, rec.term)
+        .await
+        .map_err(failed)?;
+    // The pair into the failed cluster: its gateway reads `to` and must stop;
+    // its destination is on the failed side and may be unreachable.
+    replicators::stop_gateway_first(entering, token, rec.term)
+        .await
+        .map_err(failed)?;
+    let after = health::of(w, &rec.to)
+        .await
+        .map_err(|e| FailoverError::NotPromotable {
+            cluster: rec.to.clone(),
+            why: e.into(),
+        })?;
+    let not_promotable = |why: String| FailoverError::NotPromotable {
+        cluster: rec.to.clone(),
+        why,
+    };
+    if let Some(p) = after.serving_problem() {
+        return Err(not_promotable(p));
+    }
+    if after.applied.keys().ne(before.applied.keys()) {
+        return Err(not_promotable(format!(
+            "its progress spaces changed shape while failing over ({:?} then {:?})",
+            before.applied.keys().collect::<Vec<_>>(),
+            after.applied.keys().collect::<Vec<_>>()
+        )));
+    }
+    Ok(after.loss_point())
 }

@@ -35,6 +35,25 @@ pub(crate) enum FenceError {
     },
 }
 
+/// The writable instances of `instances`, found by IPROTO_VOTE (no login);
+/// an error when none of them answers.
+pub(crate) async fn masters(instances: &[String]) -> Result<Vec<String>, FenceError> {
+    let guest = &ConnectOptions::new();
+    let ballots = futures::future::join_all(
+        instances
+            .iter()
+            .map(|u| async move { (u.clone(), vote(u, guest).await) }),
+    )
+    .await;
+    if ballots.iter().all(|(_, b)| b.is_err()) {
+        return Err(FenceError::Unreachable);
+    }
+    Ok(ballots
+        .into_iter()
+        .filter_map(|(u, b)| b.ok().filter(|b| !b.is_ro).map(|_| u))
+        .collect())
+}
+
 /// Fences (`fence = true`) or unfences every writable instance of `instances`.
 pub(crate) async fn apply(
     instances: &[String],
@@ -43,21 +62,7 @@ pub(crate) async fn apply(
     fence: bool,
     users: &[String],
 ) -> Result<FenceReport, FenceError> {
-    let guest = &ConnectOptions::new();
-    let ballots = futures::future::join_all(
-        instances
-            .iter()
-            .map(|u| async move { (u.clone(), vote(u, guest).await) }),
-    )
-    .await;
-    let reachable = ballots.iter().filter(|(_, b)| b.is_ok()).count();
-    if reachable == 0 {
-        return Err(FenceError::Unreachable);
-    }
-    let masters: Vec<String> = ballots
-        .into_iter()
-        .filter_map(|(u, b)| b.ok().filter(|b| !b.is_ro).map(|_| u))
-        .collect();
+    let masters = masters(instances).await?;
     let mut report = FenceReport::default();
     for uri in &masters {
         let err = |m: String| FenceError::Instance {

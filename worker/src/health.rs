@@ -286,14 +286,32 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
     h
 }
 
+/// Why a cluster could not be probed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot probe cluster {cluster}: {message}")]
+pub(crate) struct ProbeError {
+    cluster: String,
+    message: String,
+    /// A peer worker answered but refused (token, wrong cluster) or none is
+    /// configured: a configuration problem, no evidence about the cluster.
+    pub(crate) misconfigured: bool,
+}
+
+impl From<ProbeError> for String {
+    fn from(e: ProbeError) -> Self {
+        e.to_string()
+    }
+}
+
 /// The health of `cluster`: probed directly when it is this worker's, else
 /// asked from the peer's workers (the first that answers).
-pub(crate) async fn of(w: &Worker, cluster: &str) -> Result<Health, String> {
+pub(crate) async fn of(w: &Worker, cluster: &str) -> Result<Health, ProbeError> {
     if cluster == w.cfg.cluster {
         return Ok(probe_local(w).await);
     }
     let token = w.cfg.peer_token.as_ref().map(|t| t.expose());
     let mut errors = Vec::new();
+    let mut misconfigured = w.cfg.peer_workers.is_empty();
     for peer in &w.cfg.peer_workers {
         match request(
             "GET",
@@ -307,23 +325,30 @@ pub(crate) async fn of(w: &Worker, cluster: &str) -> Result<Health, String> {
         {
             Ok(r) if r.status == 200 => match serde_json::from_str::<Health>(&r.body) {
                 Ok(h) if h.cluster == cluster => return Ok(h),
-                Ok(h) => errors.push(format!(
-                    "{peer} probes cluster {}, not {cluster}",
-                    h.cluster
-                )),
+                Ok(h) => {
+                    misconfigured = true;
+                    errors.push(format!(
+                        "{peer} probes cluster {}, not {cluster}",
+                        h.cluster
+                    ));
+                }
                 Err(e) => errors.push(format!("{peer}: malformed health: {e}")),
             },
-            Ok(r) => errors.push(format!("{peer} answered {}: {}", r.status, r.body)),
+            Ok(r) => {
+                misconfigured |= matches!(r.status, 401 | 403 | 404);
+                errors.push(format!("{peer} answered {}: {}", r.status, r.body));
+            }
             Err(e) => errors.push(format!("{peer}: {e}")),
         }
     }
     if errors.is_empty() {
         errors.push("no peer_workers configured".into());
     }
-    Err(format!(
-        "cannot probe cluster {cluster}: {}",
-        errors.join("; ")
-    ))
+    Err(ProbeError {
+        cluster: cluster.to_owned(),
+        message: errors.join("; "),
+        misconfigured,
+    })
 }
 
 #[cfg(test)]

@@ -80,6 +80,18 @@ async fn is_active(State(ctx): State<Ctx>) -> Response {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
     match state.status(&ctx.w.cfg.cluster) {
+        Some(Status::Active)
+            if ctx
+                .w
+                .view()
+                .switch
+                .as_ref()
+                .is_some_and(|s| !s.phase.is_final() && s.from == ctx.w.cfg.cluster) =>
+        {
+            // Being switched or failed over away from: fenced already, and
+            // the peer may answer 200 before this worker sees the flip.
+            (StatusCode::IM_A_TEAPOT, "leaving").into_response()
+        }
         Some(Status::Active) => {
             // Active on paper, but none of its instances answers.
             if let Some(e) = ctx
@@ -159,9 +171,9 @@ async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         error: None,
         loss_point: Default::default(),
     };
-    match w.store.put_switch(state_rev, switch_rev, &rec).await {
-        Ok(true) => {}
-        Ok(false) => {
+    match w.store.put_switch(state_rev, switch_rev, &rec, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
             return error(
                 StatusCode::CONFLICT,
                 "the state changed while starting the switch (another switch won)",

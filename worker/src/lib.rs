@@ -144,9 +144,12 @@ impl Worker {
 
     async fn refresh(&self) -> Result<(), StoreError> {
         let ((state, state_rev), (switch, switch_rev)) = self.store.snapshot().await?;
-        let leader = election::leader(self.store.client(), &self.cfg.key("election")).await?;
+        let leader = election::leader(self.store.client(), &self.cfg.key("election")).await;
         let mut v = self.view();
-        v.leader = leader;
+        match leader {
+            Ok(l) => v.leader = l,
+            Err(e) => warn!("coordinator election: cannot read the leader: {e}"),
+        }
         if let Some(s) = &state {
             ::metrics::gauge!(metrics::TERM).set(s.term as f64);
             let code = match s.status(&self.cfg.cluster) {
@@ -227,7 +230,11 @@ impl Worker {
         else {
             return;
         };
-        let _acting = self.acting.lock().await;
+        // A failover or resync in progress owns the replicators; the state
+        // this call was given predates it: skip this round.
+        let Ok(_acting) = self.acting.try_lock() else {
+            return;
+        };
         let (mut out, mut inc) = replicators::desired(r.mode, r.on_return, status, peer_status);
         // The newest term seen: a switch (even a rolled-back one) started pairs
         // with its own term, and the replicators refuse anything older.
@@ -348,15 +355,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         membership: health::Membership::default(),
         verdict: Mutex::default(),
     });
+    let mut campaign = None;
     if cfg.coordinator.enabled {
-        tokio::spawn(election::run(
+        campaign = Some(tokio::spawn(election::run(
             cfg.etcd_endpoints.clone(),
             cfg.key("election"),
             w.id.clone(),
             cfg.coordinator.lease_ttl,
             Arc::clone(&w.campaign),
             shutdown.clone(),
-        ));
+        )));
         tokio::spawn(coordinator::run(Arc::clone(&w), shutdown.clone()));
     }
     info!(federation = %cfg.federation, cluster = %cfg.cluster, http = %cfg.http_listen, "tcf-worker running");
@@ -381,6 +389,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let result =
         tcf_common::https::serve_listener(listener, cfg.http_tls.as_ref(), router, stop).await;
     ticker.abort();
+    if let Some(c) = campaign {
+        // Lets the campaign revoke its lease: the next leader takes over now.
+        let _ = tokio::time::timeout(Duration::from_secs(3), c).await;
+    }
     result.map_err(RunError::from)
 }
 

@@ -26,43 +26,45 @@ pub struct PeerView {
     pub etcd_fresh: bool,
 }
 
-/// Asks the peer workers; records a confirmation or adopts a newer state.
+/// Asks every peer worker at once. The newest state any of them holds wins:
+/// a newer term than this worker's is adopted (not as a confirmation); the
+/// same state confirms this worker's view, unless some peer holds a newer one.
 pub(crate) async fn confirm(w: &Worker) {
     let token = w.cfg.peer_token.as_ref().map(|t| t.expose());
     let timeout = (w.cfg.poll_interval * 2).max(Duration::from_millis(500));
-    for peer in &w.cfg.peer_workers {
-        let r = match request("GET", peer, "/tcf/api/v1/view", token, None, timeout).await {
-            Ok(r) if r.status == 200 => r,
+    let answers = futures::future::join_all(w.cfg.peer_workers.iter().map(|peer| async move {
+        match request("GET", peer, "/tcf/api/v1/view", token, None, timeout).await {
+            Ok(r) if r.status == 200 => match serde_json::from_str::<PeerView>(&r.body) {
+                Ok(pv) => pv.state,
+                Err(_) => {
+                    warn!(%peer, "malformed peer view");
+                    None
+                }
+            },
             Ok(r) => {
                 warn!(%peer, status = r.status, "peer view refused: {}", r.body);
-                continue;
+                None
             }
             Err(e) => {
                 tracing::debug!(%peer, "peer view: {e}");
-                continue;
+                None
             }
-        };
-        let Ok(pv) = serde_json::from_str::<PeerView>(&r.body) else {
-            warn!(%peer, "malformed peer view");
-            continue;
-        };
-        let Some(theirs) = pv.state else { continue };
-        let mut v = w.view();
-        match &v.state {
-            Some(mine) if *mine == theirs => {
-                v.peer_confirmed_at = Some(Instant::now());
-                return;
-            }
-            Some(mine) if theirs.term > mine.term => {
-                info!(%peer, term = theirs.term, "adopting a newer state from a peer worker");
-                v.state = Some(theirs);
-                return;
-            }
-            None => {
-                v.state = Some(theirs);
-                return;
-            }
-            Some(_) => {}
+        }
+    }))
+    .await;
+    let Some(newest) = answers.into_iter().flatten().max_by_key(|s| s.term) else {
+        return;
+    };
+    let mut v = w.view();
+    match &v.state {
+        Some(mine) if *mine == newest => v.peer_confirmed_at = Some(Instant::now()),
+        Some(mine) if newest.term <= mine.term => {}
+        _ => {
+            info!(
+                term = newest.term,
+                "adopting a newer state from a peer worker"
+            );
+            v.state = Some(newest);
         }
     }
 }

@@ -136,6 +136,21 @@ pub(crate) async fn stop_pair_best_effort(
     Ok(())
 }
 
+/// Stops `pair` at `term` when its destination's side may be down: the
+/// gateway must obey; the destination is told too, failures only logged.
+pub(crate) async fn stop_gateway_first(pair: &Pair, token: &str, term: u64) -> Result<(), String> {
+    command(&pair.gateway, "/api/v1/stop", token, term)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = command(&pair.destination, "/api/v1/stop", token, term).await {
+        tracing::info!(
+            "destination {} not stopped (its cluster may be down): {e}",
+            pair.destination
+        );
+    }
+    Ok(())
+}
+
 /// `GET /api/v1/status` of a replicator, as JSON.
 pub(crate) async fn status(url: &str, token: &str) -> Result<Value, CommandError> {
     let r = request(
@@ -161,6 +176,22 @@ pub(crate) async fn status(url: &str, token: &str) -> Result<Value, CommandError
         status: r.status,
         body: r.body,
     })
+}
+
+/// A destination's applied position per source replicaset UUID, from its
+/// `GET /api/v1/status` JSON.
+pub(crate) fn applied_by_source(status: &Value) -> Vec<(String, tcf_iproto::Vclock)> {
+    status
+        .get("replicasets")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|rs| {
+            let uuid = rs.get("source_uuid")?.as_str()?.to_owned();
+            let v = serde_json::from_value(rs.get("applied_vclock")?.clone()).ok()?;
+            Some((uuid, v))
+        })
+        .collect()
 }
 
 /// The replicators' status for `GET /tcf/api/v1/info`.

@@ -198,17 +198,7 @@ pub(crate) async fn ship_tail_step(w: &Worker, state: &crate::store::FedState) {
     let Ok(status) = replicators::status(&r.outgoing.destination, r.token.expose()).await else {
         return;
     };
-    let applied: Vec<(String, Vclock)> = status
-        .get("replicasets")
-        .and_then(serde_json::Value::as_object)
-        .into_iter()
-        .flat_map(|m| m.values())
-        .filter_map(|rs| {
-            let uuid = rs.get("source_uuid")?.as_str()?.to_owned();
-            let v = serde_json::from_value(rs.get("applied_vclock")?.clone()).ok()?;
-            Some((uuid, v))
-        })
-        .collect();
+    let applied = replicators::applied_by_source(&status);
     let drained = probe.replicasets.iter().all(|(uuid, rs)| {
         let held = rs.vclock.clone().unwrap_or_default();
         applied.iter().any(|(u, a)| u == uuid && held.le(a))

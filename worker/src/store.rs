@@ -179,14 +179,12 @@ impl Store {
     ) -> Result<Versioned<T>, StoreError> {
         let mut c = self.client.clone();
         let resp = c.get(key, None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Ok((None, 0));
-        };
-        let v = serde_json::from_slice(kv.value()).map_err(|source| StoreError::Malformed {
-            key: key.to_owned(),
-            source,
-        })?;
-        Ok((Some(v), kv.mod_revision()))
+        decode(
+            key,
+            resp.kvs()
+                .first()
+                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+        )
     }
 
     /// The state and the switch record, read in one transaction (one
@@ -236,21 +234,33 @@ impl Store {
     }
 
     /// Creates or replaces the switch record if the state and the record are
-    /// still at the revisions read (`0` = absent).
+    /// still at the revisions read (`0` = absent) and, with `leader`, this
+    /// worker still holds that election key. Returns the record's new
+    /// revision, or `None` when a comparison failed.
     pub async fn put_switch(
         &self,
         state_rev: i64,
         switch_rev: i64,
         rec: &SwitchRecord,
-    ) -> Result<bool, StoreError> {
-        let txn = Txn::new()
-            .when(vec![
-                Compare::mod_revision(self.state_key.as_str(), CompareOp::Equal, state_rev),
-                Compare::mod_revision(self.switch_key.as_str(), CompareOp::Equal, switch_rev),
-            ])
-            .and_then(vec![TxnOp::put(self.switch_key.as_str(), json(rec), None)]);
+        leader: Option<(&[u8], i64)>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut when = vec![
+            Compare::mod_revision(self.state_key.as_str(), CompareOp::Equal, state_rev),
+            Compare::mod_revision(self.switch_key.as_str(), CompareOp::Equal, switch_rev),
+        ];
+        if let Some((key, rev)) = leader {
+            when.push(Compare::create_revision(key, CompareOp::Equal, rev));
+        }
+        let txn = Txn::new().when(when).and_then(vec![TxnOp::put(
+            self.switch_key.as_str(),
+            json(rec),
+            None,
+        )]);
         let mut c = self.client.clone();
-        Ok(c.txn(txn).await?.succeeded())
+        let resp = c.txn(txn).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
     /// Flips the state and closes the switch in one transaction, if neither

@@ -70,17 +70,11 @@ pub(crate) async fn step(
             let status = replicators::status(&r.incoming.destination, r.token.expose())
                 .await
                 .map_err(|e| e.to_string())?;
+            let positions = replicators::applied_by_source(&status);
             for (uuid, fenced_at) in &rec.fence_vclocks {
-                let applied = status
-                    .get("replicasets")
-                    .and_then(serde_json::Value::as_object)
-                    .and_then(|m| m.values().find(|rs| rs["source_uuid"] == uuid.as_str()))
-                    .and_then(|rs| {
-                        serde_json::from_value::<tcf_iproto::Vclock>(rs["applied_vclock"].clone())
-                            .ok()
-                    });
+                let applied = positions.iter().find(|(u, _)| u == uuid).map(|(_, v)| v);
                 match applied {
-                    Some(a) if fenced_at.le(&a) => {}
+                    Some(a) if fenced_at.le(a) => {}
                     other => {
                         return Err(format!(
                             "replicaset {uuid}: applied {other:?}, waiting for {fenced_at}"
@@ -145,7 +139,7 @@ pub(crate) async fn step(
 
 async fn put(w: &Worker, state_rev: i64, rev: i64, rec: &SwitchRecord) -> Result<(), String> {
     w.store
-        .put_switch(state_rev, rev, rec)
+        .put_switch(state_rev, rev, rec, None)
         .await
         .map(drop)
         .map_err(|e| e.to_string())

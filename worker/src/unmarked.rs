@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use rmpv::Value;
 use serde::Serialize;
-use tcf_iproto::{ConnectOptions, Connection, vote};
+use tcf_iproto::{ConnectOptions, Connection};
 use tracing::{info, warn};
 
 use crate::{
@@ -136,24 +136,12 @@ async fn read(
     opts: &ConnectOptions,
     watch: bool,
 ) -> (Vec<(String, Reading)>, Vec<String>) {
-    let guest = &ConnectOptions::new();
-    let ballots = futures::future::join_all(
-        instances
-            .iter()
-            .map(|u| async move { (u.as_str(), vote(u, guest).await) }),
-    )
-    .await;
-    if ballots.iter().all(|(_, b)| b.is_err()) {
-        return (
-            Vec::new(),
-            vec!["no instance of this cluster answers".into()],
-        );
-    }
-    let masters = ballots
-        .into_iter()
-        .filter_map(|(u, b)| b.ok().filter(|b| !b.is_ro).map(|_| u));
+    let masters = match crate::fence::masters(instances).await {
+        Ok(m) => m,
+        Err(e) => return (Vec::new(), vec![e.to_string()]),
+    };
     let (mut readings, mut errors) = (Vec::new(), Vec::new());
-    for uri in masters {
+    for uri in &masters {
         match call(uri, opts, watch).await {
             Ok(r) => readings.push(r),
             Err(e) => errors.push(format!("{uri}: {e}")),
