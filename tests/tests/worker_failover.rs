@@ -550,3 +550,67 @@ async fn serial_failover_while_the_old_active_writes_one_way() {
 async fn serial_failover_while_the_old_active_writes_two_way() {
     failover_while_the_old_active_writes(true).await;
 }
+
+#[tokio::test]
+async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() {
+    let opts = PairedOptions {
+        coordinator: true,
+        two_replicasets: true,
+        ..PairedOptions::default()
+    };
+    let p = Paired::start_with(opts).await.expect("setup");
+    probe(&p.wa, 200).await;
+    wait_leader(&p).await;
+    // A's worker has recorded which replicaset each instance belongs to.
+    wait_until("A's membership recorded", SOON, || async {
+        p.wa.info().await.is_ok()
+            && http::request(
+                "GET",
+                &p.wa.http_addr,
+                "/tcf/api/v1/health",
+                Some(INFO_TOKEN),
+                None,
+            )
+            .await
+            .ok()
+            .and_then(|r| http::json(&r).ok())
+            .and_then(|h| h["replicasets"].as_object().map(|m| m.len()))
+                == Some(2)
+    })
+    .await
+    .expect("two replicasets probed");
+    // The worker dies, then A/rs2's only instance: the restarted worker
+    // never sees rs2 answer, and must still count it.
+    p.wa.process.kill9().expect("kill A's worker");
+    let (a2, _) = p.rs2.as_ref().expect("rs2");
+    a2.master()
+        .kill(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill A/rs2's master");
+    p.wa.process.spawn().expect("A's worker back");
+    let health = wait_until("A's restarted worker to probe", SOON, || async {
+        http::request(
+            "GET",
+            &p.wa.http_addr,
+            "/tcf/api/v1/health",
+            Some(INFO_TOKEN),
+            None,
+        )
+        .await
+        .ok()
+        .and_then(|r| http::json(&r).ok())
+    })
+    .await
+    .expect("health");
+    let unreachable: Vec<&Json> = health["replicasets"]
+        .as_object()
+        .expect("replicasets")
+        .values()
+        .filter(|r| r["masters"].as_array().is_some_and(Vec::is_empty))
+        .collect();
+    assert_eq!(
+        unreachable.len(),
+        1,
+        "rs2 is known and has no master: {health}"
+    );
+    probe(&p.wb, 200).await;
+}

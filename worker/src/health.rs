@@ -152,6 +152,23 @@ impl Health {
 #[derive(Debug, Default)]
 pub(crate) struct Membership(Mutex<HashMap<String, String>>);
 
+impl Membership {
+    /// Loads the map recorded in etcd (a worker restarted while a whole
+    /// replicaset is down still counts it), then keeps it there.
+    pub(crate) async fn load(&self, w: &Worker) {
+        match w.store.members(&w.cfg.cluster).await {
+            Ok(m) => self.lock().extend(m),
+            Err(e) => tracing::warn!("cannot read the recorded replicaset membership: {e}"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 struct Answer {
     ro: bool,
     rs: String,
@@ -218,16 +235,13 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
         cluster: w.cfg.cluster.clone(),
         ..Health::default()
     };
-    {
-        let mut members = w
-            .membership
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let learned = {
+        let mut members = w.membership.lock();
+        let mut learned = false;
         for (uri, a) in answers {
             match a {
                 Ok(a) => {
-                    members.insert(uri.clone(), a.rs.clone());
+                    learned |= members.insert(uri.clone(), a.rs.clone()).as_ref() != Some(&a.rs);
                     let r = h.replicasets.entry(a.rs.clone()).or_default();
                     r.instances.push(uri.clone());
                     if !a.ro {
@@ -257,6 +271,12 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
                 }
             }
         }
+        learned.then(|| members.clone().into_iter().collect::<BTreeMap<_, _>>())
+    };
+    if let Some(m) = learned
+        && let Err(e) = w.store.put_members(&w.cfg.cluster, &m).await
+    {
+        tracing::warn!("cannot record the replicaset membership: {e}");
     }
     for r in h.replicasets.values_mut() {
         if r.masters.len() != 1 {

@@ -250,14 +250,10 @@ impl Worker {
                 inc = true;
             }
         }
-        // A failover under way: the pair leaving the failed cluster stays
-        // stopped until the flip (its driver reads the loss point).
-        if let Some(s) = switch.filter(|s| s.phase == store::Phase::Failover) {
-            if s.from == me {
-                out = false;
-            } else if s.to == me {
-                inc = false;
-            }
+        // A failover under way: both pairs stay stopped until the flip (its
+        // driver reads the loss point; nothing may reach the failed cluster).
+        if switch.is_some_and(|s| s.phase == store::Phase::Failover) {
+            (out, inc) = (false, false);
         }
         let token = r.token.expose();
         let mut errors = Vec::new();
@@ -356,6 +352,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         verdict: Mutex::default(),
     });
     let mut campaign = None;
+    w.membership.load(&w).await;
     if cfg.coordinator.enabled {
         campaign = Some(tokio::spawn(election::run(
             cfg.etcd_endpoints.clone(),

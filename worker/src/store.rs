@@ -151,6 +151,7 @@ pub struct Store {
     state_key: String,
     switch_key: String,
     history_prefix: String,
+    members_prefix: String,
 }
 
 impl Store {
@@ -170,6 +171,7 @@ impl Store {
             state_key: key("state"),
             switch_key: key("switch"),
             history_prefix: key("history/"),
+            members_prefix: key("members/"),
         })
     }
 
@@ -331,6 +333,34 @@ impl Store {
             ]);
         let mut c = self.client.clone();
         Ok(c.txn(txn).await?.succeeded())
+    }
+
+    /// Which replicaset (UUID) each instance of `cluster` belongs to, as
+    /// last recorded by any of its workers.
+    pub async fn members(&self, cluster: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self
+            .get(&format!("{}{cluster}", self.members_prefix))
+            .await?
+            .0
+            .unwrap_or_default())
+    }
+
+    /// Records `cluster`'s instance -> replicaset map (last writer wins: the
+    /// map only grows with what a worker saw, and a replicaset UUID never
+    /// changes).
+    pub async fn put_members(
+        &self,
+        cluster: &str,
+        members: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client.clone();
+        c.put(
+            format!("{}{cluster}", self.members_prefix),
+            json(members),
+            None,
+        )
+        .await?;
+        Ok(())
     }
 
     /// The client (for the election's leader lookup).
