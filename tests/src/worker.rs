@@ -155,6 +155,36 @@ impl RunningWorker {
         Ok(http::get(&self.http_addr, "/tcf/is_active").await?.status)
     }
 
+    /// Waits until `GET /tcf/is_active` answers `code`, for at most `deadline`.
+    pub async fn wait_is_active(
+        &self,
+        code: u16,
+        deadline: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        crate::wait_until(
+            &format!("is_active of {} to answer {code}", self.http_addr),
+            deadline,
+            || async { self.is_active().await.ok() == Some(code) },
+        )
+        .await
+    }
+
+    /// `GET /tcf/api/v1/health` (this cluster's probe) as JSON.
+    pub async fn health(&self) -> anyhow::Result<serde_json::Value> {
+        let r = http::request(
+            "GET",
+            &self.http_addr,
+            "/tcf/api/v1/health",
+            Some(INFO_TOKEN),
+            None,
+        )
+        .await?;
+        if r.status != 200 {
+            bail!("health answered {}: {}", r.status, r.body);
+        }
+        http::json(&r)
+    }
+
     /// `GET /tcf/api/v1/info` as JSON.
     pub async fn info(&self) -> anyhow::Result<serde_json::Value> {
         let r = http::request(

@@ -25,16 +25,6 @@ fn coordinated() -> PairedOptions {
     }
 }
 
-async fn probe(w: &RunningWorker, code: u16) {
-    wait_until(
-        &format!("is_active of {} to answer {code}", w.http_addr),
-        SOON,
-        || async { w.is_active().await.ok() == Some(code) },
-    )
-    .await
-    .expect("probe");
-}
-
 async fn wait_leader(p: &Paired) -> String {
     wait_until("a coordinator to be elected", SOON, || async {
         p.wa.info()
@@ -100,8 +90,8 @@ async fn app_can_log_in(t: &Tarantool) -> bool {
 #[tokio::test]
 async fn serial_automatic_failover_when_the_active_master_dies() {
     let p = Paired::start_with(coordinated()).await.expect("setup");
-    probe(&p.wa, 200).await;
-    probe(&p.wb, 418).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
+    p.wb.wait_is_active(418, SOON).await.expect("probe");
     let leader = wait_leader(&p).await;
     write_burst(p.a.master(), 1, 200).await.expect("writes");
     wait_equal(p.a.master(), p.b.master(), &REPLICATED_SPACES)
@@ -111,13 +101,13 @@ async fn serial_automatic_failover_when_the_active_master_dies() {
     p.a.master()
         .kill(nix::sys::signal::Signal::SIGKILL)
         .expect("kill A's master");
-    probe(&p.wb, 200).await;
+    p.wb.wait_is_active(200, SOON).await.expect("probe");
     let took = killed.elapsed();
     println!(
         "automatic failover (A's master SIGKILLed, leader {leader}): B answered 200 after {} ms; {COORDINATOR}",
         took.as_millis()
     );
-    probe(&p.wa, 418).await;
+    p.wa.wait_is_active(418, SOON).await.expect("probe");
     let info = p.wb.info().await.expect("info");
     assert_eq!(info["clusters"]["A"], "diverged", "{info}");
     assert_eq!(info["clusters"]["B"], "active", "{info}");
@@ -135,7 +125,7 @@ async fn serial_automatic_failover_when_the_active_master_dies() {
 #[tokio::test]
 async fn serial_failover_by_hand_reports_the_loss_point_and_resync_reloads_the_old_active() {
     let p = Paired::start_with(coordinated()).await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     write_burst(p.a.master(), 1, 100).await.expect("writes");
     wait_equal(p.a.master(), p.b.master(), &REPLICATED_SPACES)
         .await
@@ -166,7 +156,7 @@ async fn serial_failover_by_hand_reports_the_loss_point_and_resync_reloads_the_o
     );
 
     // The old active: diverged, fenced, not promotable.
-    probe(&p.wa, 418).await;
+    p.wa.wait_is_active(418, SOON).await.expect("probe");
     assert_eq!(
         p.wa.info().await.expect("info")["clusters"]["A"],
         "diverged"
@@ -211,7 +201,7 @@ async fn serial_failover_by_hand_reports_the_loss_point_and_resync_reloads_the_o
 #[tokio::test]
 async fn serial_failover_is_refused_to_a_stopped_or_loading_peer() {
     let p = Paired::start().await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     // B's incoming destination stopped (at a term the workers do not reach).
     let stop = http::request(
         "POST",
@@ -270,8 +260,8 @@ async fn serial_failover_is_refused_to_a_stopped_or_loading_peer() {
 #[tokio::test]
 async fn serial_etcd_down_switches_nothing_and_the_active_keeps_serving() {
     let p = Paired::start_with(coordinated()).await.expect("setup");
-    probe(&p.wa, 200).await;
-    probe(&p.wb, 418).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
+    p.wb.wait_is_active(418, SOON).await.expect("probe");
     wait_leader(&p).await;
     p.etcd.stop().await.expect("stop etcd");
     // Longer than failover_timeout + fencing_timeout: A answers 200 all along
@@ -304,8 +294,8 @@ async fn serial_isolated_active_stops_answering_before_the_peer_is_promoted() {
         ..PairedOptions::default()
     };
     let p = Paired::start_with(opts).await.expect("setup");
-    probe(&p.wa, 200).await;
-    probe(&p.wb, 418).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
+    p.wb.wait_is_active(418, SOON).await.expect("probe");
     wait_leader(&p).await;
     let cut = Instant::now();
     for l in &p.a_links {
@@ -358,7 +348,7 @@ async fn serial_a_new_leader_takes_over_and_still_fails_over() {
         ..PairedOptions::default()
     };
     let p = Paired::start_with(opts).await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     let first = wait_leader(&p).await;
     let workers = [&p.wa, &p.wb, &p.more[0], &p.more[1]];
     let (i, leader) = workers
@@ -398,7 +388,7 @@ async fn serial_a_new_leader_takes_over_and_still_fails_over() {
         .iter()
         .find(|w| w.http_addr == p.wb.http_addr || w.http_addr == p.more[1].http_addr)
         .expect("a B worker survives");
-    probe(b_worker, 200).await;
+    b_worker.wait_is_active(200, SOON).await.expect("probe");
     println!(
         "failover under the new leader: B answered 200 {} ms after A's master died",
         killed.elapsed().as_millis()
@@ -413,14 +403,14 @@ async fn serial_one_replicaset_without_master_fails_the_cluster_over() {
         ..PairedOptions::default()
     };
     let p = Paired::start_with(opts).await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     wait_leader(&p).await;
     let (a2, _) = p.rs2.as_ref().expect("rs2");
     let killed = Instant::now();
     a2.master()
         .kill(nix::sys::signal::Signal::SIGKILL)
         .expect("kill A/rs2's master");
-    probe(&p.wb, 200).await;
+    p.wb.wait_is_active(200, SOON).await.expect("probe");
     println!(
         "failover (only A/rs2's master SIGKILLed): {} ms",
         killed.elapsed().as_millis()
@@ -441,7 +431,7 @@ async fn serial_ship_tail_sends_the_old_actives_tail_to_the_new_active() {
         ..PairedOptions::default()
     };
     let p = Paired::start_with(opts).await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     write_burst(p.a.master(), 1, 100).await.expect("writes");
     wait_equal(p.a.master(), p.b.master(), &REPLICATED_SPACES)
         .await
@@ -511,7 +501,7 @@ async fn failover_while_the_old_active_writes(two_way: bool) {
         ..PairedOptions::default()
     };
     let p = Paired::start_with(opts).await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     let writer = Writer::start(p.a.master(), 1, 0, Duration::from_millis(5))
         .await
         .expect("writer");
@@ -559,23 +549,15 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
         ..PairedOptions::default()
     };
     let p = Paired::start_with(opts).await.expect("setup");
-    probe(&p.wa, 200).await;
+    p.wa.wait_is_active(200, SOON).await.expect("probe");
     wait_leader(&p).await;
     // A's worker has recorded which replicaset each instance belongs to.
     wait_until("A's membership recorded", SOON, || async {
-        p.wa.info().await.is_ok()
-            && http::request(
-                "GET",
-                &p.wa.http_addr,
-                "/tcf/api/v1/health",
-                Some(INFO_TOKEN),
-                None,
-            )
+        p.wa.health()
             .await
             .ok()
-            .and_then(|r| http::json(&r).ok())
             .and_then(|h| h["replicasets"].as_object().map(|m| m.len()))
-                == Some(2)
+            == Some(2)
     })
     .await
     .expect("two replicasets probed");
@@ -588,16 +570,7 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
         .expect("kill A/rs2's master");
     p.wa.process.spawn().expect("A's worker back");
     let health = wait_until("A's restarted worker to probe", SOON, || async {
-        http::request(
-            "GET",
-            &p.wa.http_addr,
-            "/tcf/api/v1/health",
-            Some(INFO_TOKEN),
-            None,
-        )
-        .await
-        .ok()
-        .and_then(|r| http::json(&r).ok())
+        p.wa.health().await.ok()
     })
     .await
     .expect("health");
@@ -612,5 +585,5 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
         1,
         "rs2 is known and has no master: {health}"
     );
-    probe(&p.wb, 200).await;
+    p.wb.wait_is_active(200, SOON).await.expect("probe");
 }

@@ -28,21 +28,11 @@ async fn app(t: &tcf_tests::Tarantool) -> Connection {
     .expect("app connects")
 }
 
-async fn probe(w: &RunningWorker, code: u16) {
-    wait_until(
-        &format!("is_active of {} to answer {code}", w.http_addr),
-        SOON,
-        || async { w.is_active().await.ok() == Some(code) },
-    )
-    .await
-    .expect("probe");
-}
-
 #[tokio::test]
 async fn serial_toggle_flips_the_probe_and_the_fence() {
     let s = setup().await;
-    probe(&s.wa, 200).await;
-    probe(&s.wb, 418).await;
+    s.wa.wait_is_active(200, SOON).await.expect("probe");
+    s.wb.wait_is_active(418, SOON).await.expect("probe");
     // Fenced: the dml user cannot write on the passive cluster.
     let sid =
         s.a.master()
@@ -76,8 +66,8 @@ async fn serial_toggle_flips_the_probe_and_the_fence() {
     assert_eq!(body["result"], "done", "{body}");
     println!("switchover (idle): {} ms", body["duration_ms"]);
     assert_eq!(body["term"], 1, "{body}");
-    probe(&s.wa, 418).await;
-    probe(&s.wb, 200).await;
+    s.wa.wait_is_active(418, SOON).await.expect("probe");
+    s.wb.wait_is_active(200, SOON).await.expect("probe");
     // The connection opened before the switch can no longer write on A.
     let err = on_a
         .insert(sid, &[rmpv::Value::from(2), "y".into(), 2.into()][..])
@@ -116,7 +106,7 @@ async fn serial_toggle_flips_the_probe_and_the_fence() {
 #[tokio::test]
 async fn serial_a_switchover_under_writes_loses_no_acknowledged_write() {
     let s = setup().await;
-    probe(&s.wa, 200).await;
+    s.wa.wait_is_active(200, SOON).await.expect("probe");
     let sid =
         s.a.master()
             .eval1("return box.space.test.id", &[])
@@ -180,7 +170,7 @@ async fn serial_a_switchover_under_writes_loses_no_acknowledged_write() {
 #[tokio::test]
 async fn serial_racing_toggles_grow_the_term_by_one_per_switch() {
     let s = setup().await;
-    probe(&s.wa, 200).await;
+    s.wa.wait_is_active(200, SOON).await.expect("probe");
     let (r1, r2) = tokio::join!(
         s.wa.toggle(Some(TOGGLE_TOKEN)),
         s.wb.toggle(Some(TOGGLE_TOKEN))
@@ -198,13 +188,13 @@ async fn serial_racing_toggles_grow_the_term_by_one_per_switch() {
     let (c3, b3) = s.wa.toggle(Some(TOGGLE_TOKEN)).await.expect("toggle 3");
     assert_eq!(c3, 200, "{b3}");
     assert_eq!(b3["term"], 2, "{b3}");
-    probe(&s.wa, 200).await;
+    s.wa.wait_is_active(200, SOON).await.expect("probe");
 }
 
 #[tokio::test]
 async fn serial_initial_status_contradiction_refuses_at_bootstrap_and_is_ignored_after_a_switch() {
     let s = setup().await;
-    probe(&s.wa, 200).await;
+    s.wa.wait_is_active(200, SOON).await.expect("probe");
     // A second worker of B that believes B is active: refused at term 0.
     let mut wrong = s.spec("B", "active");
     wrong.replication = None;
@@ -229,7 +219,7 @@ async fn serial_initial_status_contradiction_refuses_at_bootstrap_and_is_ignored
     let w = RunningWorker::start(&stale)
         .await
         .expect("starts after a switch");
-    probe(&w, 418).await;
+    w.wait_is_active(418, SOON).await.expect("probe");
     assert!(
         w.process.log().contains("initial_status ignored"),
         "{}",

@@ -30,7 +30,8 @@ use crate::{
     config::Status,
     election::Leadership,
     health, replicators,
-    store::{HistoryEntry, Phase, StoreError, SwitchRecord, now_ms},
+    store::{Phase, StoreError, SwitchRecord, now_ms},
+    switch::history,
 };
 
 /// A failover that did not happen.
@@ -136,7 +137,7 @@ pub(crate) async fn fail_over(
         phase: Phase::Failover,
         deadline_ms: now_ms() + w.cfg.switchover_timeout.as_millis() as u64,
         started_ms: now_ms(),
-        requested_by: requested_by.clone(),
+        requested_by,
         fence_vclocks: BTreeMap::new(),
         error: Some(reason.to_owned()),
         loss_point: BTreeMap::new(),
@@ -157,17 +158,7 @@ pub(crate) async fn fail_over(
             let mut undo = rec.clone();
             undo.phase = Phase::RolledBack;
             undo.error = Some(format!("{reason}: {e}"));
-            let entry = HistoryEntry {
-                term: state.term,
-                kind: "failover".into(),
-                outcome: "rolled_back".into(),
-                from: from.clone(),
-                to: to.clone(),
-                at_ms: now_ms(),
-                by: format!("{} (requested by {requested_by})", w.id),
-                loss_point: BTreeMap::new(),
-                detail: None,
-            };
+            let entry = history(&undo, state.term, "rolled_back", &w.id, BTreeMap::new());
             if let Err(re) = w.store.roll_back(switch_rev, &undo, &entry).await {
                 warn!(%from, %to, "failover record not rolled back ({re}); its deadline will");
             }
@@ -180,17 +171,8 @@ pub(crate) async fn fail_over(
     next.clusters.insert(to.clone(), Status::Active);
     rec.phase = Phase::Done;
     rec.loss_point.clone_from(&loss_point);
-    let entry = HistoryEntry {
-        term,
-        kind: "failover".into(),
-        outcome: "done".into(),
-        from: from.clone(),
-        to: to.clone(),
-        at_ms: now_ms(),
-        by: format!("{} ({reason}; requested by {requested_by})", w.id),
-        loss_point: loss_point.clone(),
-        detail: None,
-    };
+    let by = format!("{} ({reason})", w.id);
+    let entry = history(&rec, term, "done", &by, loss_point.clone());
     if !w
         .store
         .flip(state_rev, &next, switch_rev, &rec, &entry, guard)

@@ -119,18 +119,14 @@ async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         Err(e) => return e.into_response(),
     };
     let w = &ctx.w;
-    let (state, state_rev) = match w.store.state().await {
-        Ok((Some(s), rev)) => (s, rev),
-        Ok((None, _)) => {
+    let ((state, state_rev), (switch, switch_rev)) = match w.store.snapshot().await {
+        Ok(((Some(s), rev), switch)) => ((s, rev), switch),
+        Ok(((None, _), _)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no federation state in etcd",
             );
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
-    };
-    let (switch, switch_rev) = match w.store.switch().await {
-        Ok(v) => v,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
     };
     if let Some(s) = switch.as_ref().filter(|s| !s.phase.is_final()) {

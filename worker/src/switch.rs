@@ -145,7 +145,9 @@ async fn put(w: &Worker, state_rev: i64, rev: i64, rec: &SwitchRecord) -> Result
         .map_err(|e| e.to_string())
 }
 
-fn history(
+/// The history entry closing `rec` with `outcome` at `term`, written by
+/// worker `by`.
+pub(crate) fn history(
     rec: &SwitchRecord,
     term: u64,
     outcome: &str,
