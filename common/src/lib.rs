@@ -25,5 +25,6 @@ pub mod http;
 pub mod http_client;
 pub mod https;
 pub mod metrics;
+pub mod status;
 pub mod telemetry;
 pub mod tls;

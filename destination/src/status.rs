@@ -1,10 +1,5 @@
 //! What each replicaset's apply loop is doing, for `GET /api/v1/status`.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
-
 use serde::Serialize;
 use tcf_iproto::Vclock;
 
@@ -88,41 +83,8 @@ impl Default for RsStatus {
     }
 }
 
-/// A shared, lockable status cell.
-#[derive(Debug, Clone, Default)]
-pub struct StatusCell(Arc<Mutex<RsStatus>>);
-
-impl StatusCell {
-    /// Locks the status.
-    pub fn lock(&self) -> MutexGuard<'_, RsStatus> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+/// A shared, lockable status cell of one replicaset.
+pub type StatusCell = tcf_common::status::Cell<RsStatus>;
 
 /// Every replicaset's status, by label.
-#[derive(Debug, Clone, Default)]
-pub struct Registry(BTreeMap<String, StatusCell>);
-
-impl Registry {
-    /// One cell per configured replicaset.
-    pub fn new<'a>(replicasets: impl Iterator<Item = &'a str>) -> Self {
-        Self(
-            replicasets
-                .map(|r| (r.to_owned(), StatusCell::default()))
-                .collect(),
-        )
-    }
-
-    /// The cell of `replicaset`.
-    pub fn get(&self, replicaset: &str) -> Option<&StatusCell> {
-        self.0.get(replicaset)
-    }
-
-    /// A snapshot of every replicaset's status.
-    pub fn snapshot(&self) -> BTreeMap<String, RsStatus> {
-        self.0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.lock().clone()))
-            .collect()
-    }
-}
+pub type Registry = tcf_common::status::Registry<RsStatus>;

@@ -26,7 +26,7 @@ use crate::{
     config::Config,
     pipeline::{self, Lag},
     queue::queue,
-    status::{Registry, State},
+    status::{self, Registry, State},
     upstream::{Expect, Reader, Source, Start},
 };
 
@@ -75,8 +75,8 @@ impl Gateway {
         for (rs, cell) in self.status.cells() {
             let state = cell.lock().state;
             match (run, state) {
-                (false, _) => cell.set_state(rs, State::Stopped),
-                (true, State::Stopped) => cell.set_state(rs, State::Idle),
+                (false, _) => status::set_state(cell, rs, State::Stopped, None),
+                (true, State::Stopped) => status::set_state(cell, rs, State::Idle, None),
                 (true, _) => {}
             }
         }
@@ -282,7 +282,7 @@ impl v1::replication_server::Replication for Service {
                     s.state
                 };
                 if matches!(state, State::Connecting | State::Loading | State::Streaming) {
-                    status.set_state(&rs, State::Idle);
+                    status::set_state(&status, &rs, State::Idle, None);
                 }
             }
             info!(replicaset = %rs, "stream closed");

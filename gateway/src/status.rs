@@ -1,10 +1,5 @@
 //! What each replicaset stream is doing, for `GET /api/v1/status` and metrics.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
-
 use serde::Serialize;
 use tcf_iproto::Vclock;
 
@@ -102,53 +97,22 @@ impl Default for RsStatus {
     }
 }
 
-/// A shared, lockable status cell.
-#[derive(Debug, Clone, Default)]
-pub struct StatusCell(Arc<Mutex<RsStatus>>);
-
-impl StatusCell {
-    /// Sets the state and its gauge (labelled with `replicaset`).
-    pub(crate) fn set_state(&self, replicaset: &str, state: State) {
-        self.lock().state = state;
-        metrics::gauge!(crate::metrics::STATE, crate::metrics::REPLICASET => replicaset.to_owned())
-            .set(state.code());
-    }
-
-    /// Locks the status for reading or updating.
-    pub fn lock(&self) -> MutexGuard<'_, RsStatus> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+/// A shared, lockable status cell of one replicaset.
+pub type StatusCell = tcf_common::status::Cell<RsStatus>;
 
 /// Every replicaset's status, by label.
-#[derive(Debug, Clone, Default)]
-pub struct Registry(BTreeMap<String, StatusCell>);
+pub type Registry = tcf_common::status::Registry<RsStatus>;
 
-impl Registry {
-    /// One idle cell per configured replicaset.
-    pub fn new<'a>(replicasets: impl Iterator<Item = &'a str>) -> Self {
-        Self(
-            replicasets
-                .map(|r| (r.to_owned(), StatusCell::default()))
-                .collect(),
-        )
+/// Sets `replicaset`'s state and its gauge; `error`, when given, becomes
+/// `last_error` (kept otherwise).
+pub(crate) fn set_state(cell: &StatusCell, replicaset: &str, state: State, error: Option<String>) {
+    {
+        let mut s = cell.lock();
+        s.state = state;
+        if error.is_some() {
+            s.last_error = error;
+        }
     }
-
-    /// The cell of `replicaset`, if configured.
-    pub fn get(&self, replicaset: &str) -> Option<&StatusCell> {
-        self.0.get(replicaset)
-    }
-
-    /// Every cell, with its replicaset label.
-    pub fn cells(&self) -> impl Iterator<Item = (&String, &StatusCell)> {
-        self.0.iter()
-    }
-
-    /// A snapshot of every replicaset's status.
-    pub fn snapshot(&self) -> BTreeMap<String, RsStatus> {
-        self.0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.lock().clone()))
-            .collect()
-    }
+    metrics::gauge!(crate::metrics::STATE, crate::metrics::REPLICASET => replicaset.to_owned())
+        .set(state.code());
 }

@@ -27,7 +27,7 @@ use crate::{
     metrics as m,
     queue::{Closed, Item, QueueTx},
     spool,
-    status::{State, StatusCell},
+    status::{self, State, StatusCell},
     syncgate::SyncGate,
     txbuf::{Finished, OpenTx},
 };
@@ -611,12 +611,7 @@ impl Reader {
     }
 
     fn set_state(&self, state: State, error: Option<String>) {
-        let mut s = self.status.lock();
-        s.state = state;
-        if error.is_some() {
-            s.last_error = error;
-        }
-        metrics::gauge!(m::STATE, m::REPLICASET => self.src.replicaset.clone()).set(state.code());
+        status::set_state(&self.status, &self.src.replicaset, state, error);
     }
 }
 
