@@ -81,7 +81,7 @@ pub mod worker;
 
 pub use etcd::Etcd;
 pub use nix::sys::signal::Signal;
-pub use options::TarantoolOptions;
+pub use options::{TARANTOOL_ENV, TarantoolOptions, tarantool_binary};
 pub use ports::PortLease;
 pub use process::{KEEP_DIRS_ENV, STOP_GRACE};
 pub use replicaset::Replicaset;

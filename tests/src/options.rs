@@ -1,5 +1,6 @@
 //! [`TarantoolOptions`]: how to configure a Tarantool instance or replicaset.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::replicaset::Replicaset;
@@ -51,6 +52,21 @@ pub struct TarantoolOptions {
     pub extra_lua: Vec<String>,
     /// How long starting (and restarting) an instance may take. Default 60 s.
     pub start_deadline: Duration,
+    /// The `tarantool` binary. Default: [`tarantool_binary`] (`TCF_TARANTOOL`).
+    pub binary: PathBuf,
+}
+
+/// The environment variable naming the `tarantool` binary the tests,
+/// benchmarks and the demo run (a path, or a name looked up on `PATH`).
+pub const TARANTOOL_ENV: &str = "TCF_TARANTOOL";
+
+/// The `tarantool` binary from [`TARANTOOL_ENV`], `tarantool` (on `PATH`)
+/// when it is unset or empty.
+pub fn tarantool_binary() -> PathBuf {
+    match std::env::var_os(TARANTOOL_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from("tarantool"),
+    }
 }
 
 impl TarantoolOptions {
@@ -70,6 +86,7 @@ impl TarantoolOptions {
             bootstrap_lua: Vec::new(),
             extra_lua: Vec::new(),
             start_deadline: crate::wait::DEFAULT_DEADLINE,
+            binary: tarantool_binary(),
         }
     }
 

@@ -45,6 +45,7 @@ pub struct Tarantool {
     label: String,
     role: Role,
     start_deadline: Duration,
+    binary: PathBuf,
 }
 
 impl Tarantool {
@@ -70,6 +71,7 @@ impl Tarantool {
             let script = init_script(opts, &role, &label, port.port());
             std::fs::write(dir.path().join("init.lua"), script).context("writing init.lua")?;
             let t = Tarantool {
+                binary: opts.binary.clone(),
                 admin_conn: tokio::sync::Mutex::new(None),
                 process: Mutex::new(None),
                 port,
@@ -101,7 +103,7 @@ impl Tarantool {
     }
 
     fn spawn(&self) -> anyhow::Result<()> {
-        let mut cmd = std::process::Command::new("tarantool");
+        let mut cmd = std::process::Command::new(&self.binary);
         cmd.arg("init.lua").current_dir(self.dir.path());
         let p = ServerProcess::spawn(cmd, &self.log_path())
             .with_context(|| format!("spawning tarantool for {}", self.label))?;

@@ -132,7 +132,7 @@ os.exit(0)
     );
     let path = t.dir().join("netbox_client.lua");
     std::fs::write(&path, script)?;
-    let out = Command::new("tarantool")
+    let out = Command::new(tcf_tests::tarantool_binary())
         .arg(&path)
         .output()
         .context("running tarantool")?;
