@@ -2,17 +2,29 @@
 //! destination), with the newest term seen: a command carrying an older term
 //! than one already seen is refused, so a deposed coordinator cannot undo
 //! what a newer one decided.
+//!
+//! A term can only grow by [`MAX_TERM_JUMP`] per command once one was seen
+//! (the federation's term grows by one per switch), so one mistaken or
+//! hostile command cannot push it out of the coordinator's reach; an
+//! `admin` command with `"reset": true` sets it back (`docs/gateway.md`).
 
 use std::sync::{Mutex, PoisonError};
 
 use serde::Deserialize;
 
-/// A start/stop command's body: `{"term": N}` (optional).
+/// How far past the newest term seen a command's term may be.
+pub const MAX_TERM_JUMP: u64 = 1000;
+
+/// A start/stop command's body: `{"term": N}` (optional) and, for the
+/// `admin` role only, `"reset": true`.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// The coordinator's term, if it sends one.
     pub term: Option<u64>,
+    /// Sets the newest term seen to `term` whatever it was (role `admin`).
+    #[serde(default)]
+    pub reset: bool,
 }
 
 impl Command {
@@ -25,14 +37,27 @@ impl Command {
     }
 }
 
-/// A command older than the newest term seen.
+/// Why a command's term was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("term {got} is older than the newest term seen, {seen}")]
-pub struct StaleTerm {
-    /// The term in the command.
-    pub got: u64,
-    /// The newest term seen.
-    pub seen: u64,
+pub enum TermError {
+    /// Older than the newest term seen.
+    #[error("term {got} is older than the newest term seen, {seen}")]
+    Stale {
+        /// The term in the command.
+        got: u64,
+        /// The newest term seen.
+        seen: u64,
+    },
+    /// Further past the newest term seen than [`MAX_TERM_JUMP`].
+    #[error(
+        "term {got} is more than {MAX_TERM_JUMP} past the newest term seen, {seen} (an admin may send \"reset\": true)"
+    )]
+    TooFar {
+        /// The term in the command.
+        got: u64,
+        /// The newest term seen.
+        seen: u64,
+    },
 }
 
 /// Whether the replicator runs, and the newest term seen.
@@ -54,13 +79,19 @@ impl Control {
         *self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets running/stopped; refuses a term older than the newest seen and
-    /// records a newer one. Returns whether the state changed.
-    pub fn set(&self, run: bool, term: Option<u64>) -> Result<bool, StaleTerm> {
+    /// Sets running/stopped; refuses a term older than the newest seen, or
+    /// more than [`MAX_TERM_JUMP`] past it once one was seen, and records a
+    /// newer one. `reset` records `term` whatever the newest seen was.
+    /// Returns whether running/stopped changed.
+    pub fn set(&self, run: bool, term: Option<u64>, reset: bool) -> Result<bool, TermError> {
         let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(t) = term {
-            if t < g.1 {
-                return Err(StaleTerm { got: t, seen: g.1 });
+            let seen = g.1;
+            if !reset && t < seen {
+                return Err(TermError::Stale { got: t, seen });
+            }
+            if !reset && seen > 0 && t - seen > MAX_TERM_JUMP {
+                return Err(TermError::TooFar { got: t, seen });
             }
             g.1 = t;
         }
@@ -70,14 +101,15 @@ impl Control {
     }
 }
 
-/// Answers a start/stop request: needs the `toggle` role, parses the body as
-/// a [`Command`], calls `apply(term)` (which returns `(running, newest term)`)
-/// and answers `{"running", "term"}`, 400 for a bad body, 409 for a stale term.
+/// Answers a start/stop request: needs the `toggle` role (`admin` for a
+/// reset), parses the body as a [`Command`], calls `apply(term, reset)`
+/// (which returns `(running, newest term)`) and answers `{"running",
+/// "term"}`, 400 for a bad body, 409 for a refused term.
 pub fn respond(
     tokens: &crate::auth::Tokens,
     headers: &axum::http::HeaderMap,
     body: &[u8],
-    apply: impl FnOnce(Option<u64>) -> Result<(bool, u64), StaleTerm>,
+    apply: impl FnOnce(Option<u64>, bool) -> Result<(bool, u64), TermError>,
 ) -> axum::response::Response {
     use axum::{Json, http::StatusCode, response::IntoResponse};
     use serde_json::json;
@@ -91,7 +123,12 @@ pub fn respond(
             return (StatusCode::BAD_REQUEST, Json(error)).into_response();
         }
     };
-    match apply(cmd.term) {
+    if cmd.reset
+        && let Err(e) = crate::auth::check(tokens, headers, crate::auth::Role::Admin)
+    {
+        return e.into_response();
+    }
+    match apply(cmd.term, cmd.reset) {
         Ok((running, term)) => Json(json!({ "running": running, "term": term })).into_response(),
         Err(e) => (
             StatusCode::CONFLICT,
@@ -108,13 +145,40 @@ mod tests {
     #[test]
     fn older_terms_are_refused() {
         let c = Control::new();
-        assert_eq!(c.set(false, Some(5)), Ok(true));
-        assert_eq!(c.set(true, Some(4)), Err(StaleTerm { got: 4, seen: 5 }));
+        assert_eq!(c.set(false, Some(5), false), Ok(true));
+        assert_eq!(
+            c.set(true, Some(4), false),
+            Err(TermError::Stale { got: 4, seen: 5 })
+        );
         assert_eq!(c.state(), (false, 5));
-        assert_eq!(c.set(true, None), Ok(true));
+        assert_eq!(c.set(true, None, false), Ok(true));
         assert_eq!(c.state(), (true, 5));
         assert!(Command::parse(b" ").unwrap().term.is_none());
         assert_eq!(Command::parse(br#"{"term": 7}"#).unwrap().term, Some(7));
         assert!(Command::parse(br#"{"tern": 7}"#).is_err());
+    }
+
+    #[test]
+    fn a_huge_term_cannot_lock_the_coordinator_out() {
+        let c = Control::new();
+        assert_eq!(c.set(true, Some(3), false), Ok(false));
+        let far = Some(u64::MAX);
+        assert_eq!(
+            c.set(false, far, false),
+            Err(TermError::TooFar {
+                got: u64::MAX,
+                seen: 3
+            })
+        );
+        assert_eq!(c.state(), (true, 3));
+        assert!(c.set(false, Some(3 + MAX_TERM_JUMP), false).is_ok());
+        // A reset (admin) sets it back, even downwards.
+        assert_eq!(c.set(true, Some(2), true), Ok(true));
+        assert_eq!(c.state(), (true, 2));
+        assert!(
+            Command::parse(br#"{"term": 1, "reset": true}"#)
+                .unwrap()
+                .reset
+        );
     }
 }

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tcf_common::{
     auth::{AuthConfig, Tokens},
     config::{
-        ConfigDuration, ConfigError, ConfigFile, Secret, parse_host_port, parse_listen,
-        resolve_secret,
+        ConfigDuration, ConfigError, ConfigFile, DurationRange, Secret, check_metric_labels,
+        parse_host_port, parse_listen, resolve_secret,
     },
     tls::ClientTls,
 };
@@ -120,6 +120,15 @@ fn default_connect_timeout() -> ConfigDuration {
 fn default_request_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(60))
 }
+
+/// Accepted values of each duration key (`docs/destination.md`).
+const CONNECT_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(100), Duration::from_secs(60));
+const REQUEST_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(3600));
+
+/// The label the destination adds to every metric itself.
+pub(crate) const ALIAS_LABEL: &str = "destination";
 
 /// Batching of source transactions into target transactions.
 #[derive(Debug, Clone, Copy)]
@@ -249,6 +258,11 @@ impl Config {
         }
         let http_listen = parse_listen(&key("http_server.listen"), &raw.http_server.listen)?;
         let tokens = Tokens::load(&key("auth"), raw.auth.as_ref())?;
+        check_metric_labels(&key("metrics_labels"), &raw.metrics_labels, &[ALIAS_LABEL])?;
+        let connect_timeout =
+            CONNECT_TIMEOUT.check(&key("connect_timeout"), raw.connect_timeout)?;
+        let request_timeout =
+            REQUEST_TIMEOUT.check(&key("request_timeout"), raw.request_timeout)?;
         if raw.batch.max_rows == 0 || raw.batch.max_bytes == 0 {
             return Err(ConfigError::invalid(
                 key("batch"),
@@ -272,8 +286,8 @@ impl Config {
                 max_rows: raw.batch.max_rows,
                 max_bytes: raw.batch.max_bytes,
             },
-            connect_timeout: raw.connect_timeout.get(),
-            request_timeout: raw.request_timeout.get(),
+            connect_timeout,
+            request_timeout,
         })
     }
 
@@ -286,5 +300,65 @@ impl Config {
             )
             .connect_timeout(self.connect_timeout)
             .request_timeout(self.request_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"destination:
+  cluster: B
+  gateways: [{address: "127.0.0.1:7000"}]
+  insecure: true
+  replication_user: u
+  replication_password: p
+  target_instances: [{replicaset: rs1, uri: "127.0.0.1:3301"}]
+  http_server: {listen: "127.0.0.1:0"}
+  auth: {disabled: true}
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::from_text(Path::new("/d.yaml"), text);
+        let raw: Raw = file.section("destination")?;
+        Config::validate(raw).map_err(|e| e.in_file(&file))
+    }
+
+    #[test]
+    fn zero_and_huge_durations_are_refused_naming_the_key() {
+        assert!(load(GOOD).is_ok());
+        for k in ["connect_timeout", "request_timeout"] {
+            for value in ["0s", "18446744073709551615s"] {
+                let e = load(&format!("{GOOD}  {k}: {value}\n")).unwrap_err();
+                assert_eq!(e.key(), Some(format!("destination.{k}").as_str()), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_metric_label_names_are_refused() {
+        let e = load(&format!("{GOOD}  metrics_labels: {{\"\": x}}\n")).unwrap_err();
+        assert!(
+            e.key()
+                .is_some_and(|k| k.starts_with("destination.metrics_labels")),
+            "{e}"
+        );
+        let e = load(&format!("{GOOD}  metrics_labels: {{destination: x}}\n")).unwrap_err();
+        assert!(e.to_string().contains("set by the binary"), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Config parsing never panics, whatever the text: a short fuzz run.
+        #[test]
+        fn mutated_configs_never_panic(
+            at in 0usize..700,
+            op in 0u8..4,
+            len in 0usize..40,
+            text in "[ -~\n\t]{0,24}",
+        ) {
+            let mutated = tcf_common::config::mutate(GOOD, at, op, len, &text);
+            let _ = load(&mutated);
+        }
     }
 }

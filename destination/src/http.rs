@@ -54,8 +54,8 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 }
 
 fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
-    tcf_common::control::respond(&ctx.d.cfg.tokens, headers, body, |term| {
-        ctx.d.set_running(run, term)?;
+    tcf_common::control::respond(&ctx.d.cfg.tokens, headers, body, |term, reset| {
+        ctx.d.set_running(run, term, reset)?;
         Ok(ctx.d.control.state())
     })
 }

@@ -30,7 +30,7 @@ use std::{
 
 pub use config::Config;
 pub use failpoint::EXIT_FAILPOINT;
-use tcf_common::control::{Control, StaleTerm};
+use tcf_common::control::{Control, TermError};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -116,20 +116,22 @@ impl Destination {
     }
 
     /// Starts or stops every replicaset's loop; refuses a stale term.
-    pub fn set_running(&self, run: bool, term: Option<u64>) -> Result<(), StaleTerm> {
-        self.control.set(run, term)?;
+    pub fn set_running(&self, run: bool, term: Option<u64>, reset: bool) -> Result<(), TermError> {
+        let changed = self.control.set(run, term, reset)?;
         if run {
             // Running loops go on; loops that ended (a fatal error) start again.
             self.spawn_all();
         } else {
             self.stop_all();
         }
-        info!(
-            running = run,
-            ?term,
-            "destination {}",
-            if run { "started" } else { "stopped" }
-        );
+        if changed {
+            info!(
+                running = run,
+                ?term,
+                "destination {}",
+                if run { "started" } else { "stopped" }
+            );
+        }
         Ok(())
     }
 }
@@ -137,7 +139,7 @@ impl Destination {
 /// Runs the destination until `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let mut labels = config.metrics_labels.clone();
-    labels.insert("destination".into(), config.alias.clone());
+    labels.insert(config::ALIAS_LABEL.into(), config.alias.clone());
     let handle = tcf_common::metrics::install_prometheus_with_labels(&labels)
         .map_err(|e| RunError::Metrics(e.to_string()))?;
     tcf_common::metrics::spawn_upkeep(handle.clone());

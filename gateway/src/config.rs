@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tcf_common::{
     auth::{AuthConfig, Tokens},
     config::{
-        ConfigDuration, ConfigError, ConfigFile, Secret, parse_host_port, parse_listen,
-        resolve_secret,
+        ConfigDuration, ConfigError, ConfigFile, DurationRange, Secret, check_metric_labels,
+        parse_host_port, parse_listen, resolve_secret,
     },
     tls::ServerTls,
 };
@@ -122,6 +122,18 @@ fn default_second() -> ConfigDuration {
 fn default_connect_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+/// Accepted values of each duration key (`docs/gateway.md`).
+const DIVERGED_TIMEOUT: DurationRange = DurationRange::new(SECOND, Duration::from_secs(86400));
+const SOURCE_REPLICATION_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(10), Duration::from_secs(600));
+const POLL_INTERVAL: DurationRange = DurationRange::new(Duration::from_millis(10), MINUTE);
+const CONNECT_TIMEOUT: DurationRange = DurationRange::new(Duration::from_millis(100), MINUTE);
+
+/// The label the gateway adds to every metric itself.
+pub(crate) const ALIAS_LABEL: &str = "gateway";
 
 /// The validated configuration.
 #[derive(Debug)]
@@ -251,12 +263,17 @@ impl Config {
         let http_listen = parse_listen(&key("http_server.listen"), &raw.http_server.listen)?;
         let tokens = Tokens::load(&key("auth"), raw.auth.as_ref())?;
         let spool_dir = raw.spool_dir.unwrap_or_else(std::env::temp_dir);
-        if !spool_dir.is_dir() {
-            return Err(ConfigError::invalid(
-                key("spool_dir"),
-                format!("{} is not a directory", spool_dir.display()),
-            ));
-        }
+        check_writable_dir(&spool_dir).map_err(|e| ConfigError::invalid(key("spool_dir"), e))?;
+        check_metric_labels(&key("metrics_labels"), &raw.metrics_labels, &[ALIAS_LABEL])?;
+        let diverged_timeout =
+            DIVERGED_TIMEOUT.check(&key("diverged_timeout"), raw.diverged_timeout)?;
+        let source_replication_timeout = SOURCE_REPLICATION_TIMEOUT.check(
+            &key("source_replication_timeout"),
+            raw.source_replication_timeout,
+        )?;
+        let poll_interval = POLL_INTERVAL.check(&key("poll_interval"), raw.poll_interval)?;
+        let connect_timeout =
+            CONNECT_TIMEOUT.check(&key("connect_timeout"), raw.connect_timeout)?;
         for (k, v) in [
             ("queue_max_bytes", raw.queue_max_bytes),
             ("queue_max_items", raw.queue_max_items),
@@ -291,10 +308,10 @@ impl Config {
             queue_max_items: raw.queue_max_items,
             max_transaction_memory: raw.max_transaction_memory,
             chunk_bytes: raw.chunk_bytes,
-            diverged_timeout: raw.diverged_timeout.get(),
-            source_replication_timeout: raw.source_replication_timeout.get(),
-            poll_interval: raw.poll_interval.get(),
-            connect_timeout: raw.connect_timeout.get(),
+            diverged_timeout,
+            source_replication_timeout,
+            poll_interval,
+            connect_timeout,
         })
     }
 
@@ -316,6 +333,116 @@ impl Config {
             heartbeat_interval: self.source_replication_timeout,
             dead_after_heartbeats: 4,
             ack_interval: ack,
+        }
+    }
+}
+
+/// Whether `dir` is a directory this process can create files in: a file is
+/// created and removed there (the spool must not fail at the first load).
+fn check_writable_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let probe = dir.join(format!(".tcf-gateway-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+    std::fs::remove_file(&probe)
+        .map_err(|e| format!("{}: cannot remove {}: {e}", dir.display(), probe.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"gateway:
+  cluster: A
+  replication_user: u
+  replication_password: p
+  stream_instances: [{replicaset: rs1, uri: "127.0.0.1:3301"}]
+  grpc_server: {listen: "127.0.0.1:0", insecure: true}
+  http_server: {listen: "127.0.0.1:0"}
+  auth: {disabled: true}
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::from_text(Path::new("/g.yaml"), text);
+        let raw: Raw = file.section("gateway")?;
+        Config::validate(raw).map_err(|e| e.in_file(&file))
+    }
+
+    fn with(line: &str) -> String {
+        format!("{GOOD}{line}\n")
+    }
+
+    #[test]
+    fn zero_and_huge_durations_are_refused_naming_the_key() {
+        assert!(load(GOOD).is_ok());
+        for k in [
+            "diverged_timeout",
+            "source_replication_timeout",
+            "poll_interval",
+            "connect_timeout",
+        ] {
+            for value in ["0s", "18446744073709551615s"] {
+                let e = load(&with(&format!("  {k}: {value}"))).unwrap_err();
+                assert_eq!(e.key(), Some(format!("gateway.{k}").as_str()), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unwritable_spool_dir_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tcf-ro-spool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut perms = std::fs::metadata(&dir).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
+        std::fs::set_permissions(&dir, perms).unwrap();
+        let result = load(&with(&format!("  spool_dir: {}", dir.display())));
+        let writable_anyway = std::fs::File::create(dir.join("probe")).is_ok();
+        let _ = std::fs::remove_file(dir.join("probe"));
+        let _ = std::fs::remove_dir(&dir);
+        if writable_anyway {
+            // Root ignores the mode bits: a read-only bind is what refuses it then.
+            assert!(result.is_ok());
+            let e = load(&with("  spool_dir: /proc/self")).unwrap_err();
+            assert_eq!(e.key(), Some("gateway.spool_dir"), "{e}");
+        } else {
+            let e = result.unwrap_err();
+            assert_eq!(e.key(), Some("gateway.spool_dir"), "{e}");
+            assert!(e.to_string().contains("not writable"), "{e}");
+        }
+        let e = load(&with("  spool_dir: /nonexistent/spool")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn bad_metric_label_names_are_refused() {
+        for bad in ["\"\": x", "gateway: x", "1a: x"] {
+            let e = load(&with(&format!("  metrics_labels: {{{bad}}}"))).unwrap_err();
+            assert!(
+                e.key()
+                    .is_some_and(|k| k.starts_with("gateway.metrics_labels")),
+                "{e}"
+            );
+        }
+        assert!(load(&with("  metrics_labels: {dc: msk}")).is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Config parsing never panics, whatever the text: a short fuzz run.
+        #[test]
+        fn mutated_configs_never_panic(
+            at in 0usize..700,
+            op in 0u8..4,
+            len in 0usize..40,
+            text in "[ -~\n\t]{0,24}",
+        ) {
+            let mutated = tcf_common::config::mutate(GOOD, at, op, len, &text);
+            let _ = load(&mutated);
         }
     }
 }

@@ -58,8 +58,8 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 }
 
 fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
-    tcf_common::control::respond(&ctx.gw.config.tokens, headers, body, |term| {
-        ctx.gw.set_running(run, term)?;
+    tcf_common::control::respond(&ctx.gw.config.tokens, headers, body, |term, reset| {
+        ctx.gw.set_running(run, term, reset)?;
         Ok(ctx.gw.control_state())
     })
 }

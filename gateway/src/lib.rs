@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use service::{Gateway, Service};
-pub use tcf_common::control::StaleTerm;
+pub use tcf_common::control::TermError;
 pub use tcf_iproto::schema::TCF_SPACE_PREFIX;
 use tcf_proto::v1::replication_server::ReplicationServer;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` fires (SIGINT/SIGTERM in the binary).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let mut labels = config.metrics_labels.clone();
-    labels.insert("gateway".into(), config.alias.clone());
+    labels.insert(config::ALIAS_LABEL.into(), config.alias.clone());
     let handle = tcf_common::metrics::install_prometheus_with_labels(&labels)
         .map_err(|e| RunError::Metrics(e.to_string()))?;
     tcf_common::metrics::spawn_upkeep(handle.clone());
@@ -79,7 +79,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (gw_stop, stop_signal) = (Arc::clone(&gw), shutdown.clone());
     tokio::spawn(async move {
         stop_signal.cancelled().await;
-        let _ = gw_stop.set_running(false, None);
+        let _ = gw_stop.set_running(false, None, false);
     });
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
@@ -112,7 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         () = drain => Ok(()),
     };
     shutdown.cancel();
-    let _ = gw.set_running(false, None);
+    let _ = gw.set_running(false, None, false);
     if let Ok(Err(e)) = http.await {
         return Err(RunError::Http(e));
     }

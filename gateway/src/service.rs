@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use tcf_common::control::{Control, StaleTerm};
+use tcf_common::control::{Control, TermError};
 use tcf_iproto::Vclock;
 use tcf_proto::{PROTOCOL_VERSION, v1};
 use tokio::sync::{mpsc, watch};
@@ -58,8 +58,8 @@ impl Gateway {
 
     /// Starts (`run = true`) or stops the gateway. A command with a term older
     /// than the newest seen is refused; stopping ends every stream.
-    pub fn set_running(&self, run: bool, term: Option<u64>) -> Result<(), StaleTerm> {
-        self.control.set(run, term)?;
+    pub fn set_running(&self, run: bool, term: Option<u64>, reset: bool) -> Result<(), TermError> {
+        let changed = self.control.set(run, term, reset)?;
         if !run {
             let active: Vec<CancellationToken> = self
                 .active
@@ -80,12 +80,14 @@ impl Gateway {
                 (true, _) => {}
             }
         }
-        info!(
-            running = run,
-            ?term,
-            "gateway {}",
-            if run { "started" } else { "stopped" }
-        );
+        if changed {
+            info!(
+                running = run,
+                ?term,
+                "gateway {}",
+                if run { "started" } else { "stopped" }
+            );
+        }
         Ok(())
     }
 

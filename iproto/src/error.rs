@@ -95,7 +95,7 @@ impl ProtocolError {
 #[derive(Debug, Error)]
 pub enum Error {
     /// TCP connect failed.
-    #[error("cannot connect to {addr}")]
+    #[error("cannot connect to {addr}: {source}")]
     Connect {
         /// The address.
         addr: String,
@@ -104,13 +104,13 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Reading or writing the socket failed.
-    #[error("i/o error on the connection")]
+    #[error("i/o error on the connection: {0}")]
     Io(#[from] std::io::Error),
     /// The peer closed the connection.
     #[error("connection closed by the server")]
     Closed,
     /// The connection broke while this request waited; the source says why.
-    #[error("connection lost")]
+    #[error("connection lost: {0}")]
     ConnectionLost(#[source] Arc<Error>),
     /// No answer in time.
     #[error("{what} timed out after {after:?}")]
@@ -121,7 +121,7 @@ pub enum Error {
         after: Duration,
     },
     /// The peer sent malformed data.
-    #[error("protocol error")]
+    #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
     /// The server answered with an error.
     #[error(transparent)]
@@ -168,6 +168,17 @@ impl Error {
             Self::ConnectionLost(e) => e.server_code(),
             _ => None,
         }
+    }
+
+    /// Whether the process ran out of file descriptors (`EMFILE`, `ENFILE`)
+    /// opening or using the connection: nothing about the server.
+    pub fn is_out_of_descriptors(&self) -> bool {
+        let io = match self {
+            Self::Connect { source, .. } | Self::Io(source) => source,
+            Self::ConnectionLost(e) => return e.is_out_of_descriptors(),
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(23 | 24))
     }
 
     /// Whether the error means the connection is unusable.

@@ -147,8 +147,9 @@ impl TcfProcess {
         Ok(())
     }
 
-    /// Waits until `GET path` on `addr` answers (any status), failing at once
-    /// if the process exits (with its output).
+    /// Waits until `GET path` on `addr` answers with any status but 503 (a
+    /// worker answers 503 while it is starting), failing at once if the
+    /// process exits (with its output).
     pub async fn wait_http(&self, addr: &str, path: &str) -> anyhow::Result<()> {
         let what = format!("{} to answer on http://{addr}{path}", self.binary);
         wait_until(&what, crate::DEFAULT_DEADLINE, || async {
@@ -156,6 +157,7 @@ impl TcfProcess {
                 return Outcome::Failed(format!("it exited ({status}):\n{}", self.log_tail(30)));
             }
             match crate::http::get(addr, path).await {
+                Ok(r) if r.status == 503 => Outcome::Pending(format!("503: {}", r.body)),
                 Ok(_) => Outcome::Ready(()),
                 Err(e) => Outcome::Pending(format!("{e:#}")),
             }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use tcf_common::{
     auth::{AuthConfig, Tokens},
     config::{
-        ConfigDuration, ConfigError, ConfigFile, Secret, parse_endpoint, parse_host_port,
-        parse_listen, resolve_secret,
+        ConfigDuration, ConfigError, ConfigFile, DurationRange, Secret, parse_endpoint,
+        parse_host_port, parse_listen, resolve_secret,
     },
 };
 use tcf_iproto::ConnectOptions;
@@ -190,6 +190,22 @@ fn default_lease_ttl() -> ConfigDuration {
 fn default_immunity() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(300))
 }
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+/// Accepted values of each duration key (`docs/worker.md`).
+const SWITCHOVER_TIMEOUT: DurationRange = DurationRange::new(SECOND, HOUR);
+const POLL_INTERVAL: DurationRange = DurationRange::new(Duration::from_millis(10), MINUTE);
+const CONNECT_TIMEOUT: DurationRange = DurationRange::new(Duration::from_millis(100), MINUTE);
+const HEALTH_CHECK_DELAY: DurationRange =
+    DurationRange::new(Duration::from_millis(100), Duration::from_secs(600));
+const FAILOVER_TIMEOUT: DurationRange = DurationRange::new(SECOND, DAY);
+const FENCING_TIMEOUT: DurationRange = DurationRange::new(SECOND, HOUR);
+/// etcd's smallest lease is 2 s; TTLs are whole seconds.
+const LEASE_TTL: DurationRange = DurationRange::new(Duration::from_secs(2), HOUR);
+const IMMUNITY_PERIOD: DurationRange = DurationRange::new(SECOND, DAY.saturating_mul(30)).or_off();
 
 /// What happens to a cluster that comes back `diverged` after a failover.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -379,6 +395,23 @@ impl Config {
             ));
         }
         let c = raw.coordinator;
+        let coord = |k: &str| key(&format!("coordinator.{k}"));
+        let coordinator = Coordinator {
+            enabled: c.enabled,
+            health_check_delay: HEALTH_CHECK_DELAY
+                .check(&coord("health_check_delay"), c.health_check_delay)?,
+            max_suspect_counts: c.max_suspect_counts,
+            failover_timeout: FAILOVER_TIMEOUT
+                .check(&coord("failover_timeout"), c.failover_timeout)?,
+            fencing_timeout: FENCING_TIMEOUT.check(&coord("fencing_timeout"), c.fencing_timeout)?,
+            lease_ttl: LEASE_TTL.check(&coord("lease_ttl"), c.lease_ttl)?,
+            immunity_period: IMMUNITY_PERIOD.check(&coord("immunity_period"), c.immunity_period)?,
+        };
+        let switchover_timeout =
+            SWITCHOVER_TIMEOUT.check(&key("switchover_timeout"), raw.switchover_timeout)?;
+        let poll_interval = POLL_INTERVAL.check(&key("poll_interval"), raw.poll_interval)?;
+        let connect_timeout =
+            CONNECT_TIMEOUT.check(&key("connect_timeout"), raw.connect_timeout)?;
         if c.fencing_timeout.get() >= c.failover_timeout.get() {
             return Err(ConfigError::invalid(
                 key("coordinator.fencing_timeout"),
@@ -386,12 +419,6 @@ impl Config {
                     "must be shorter than failover_timeout ({} >= {}): the isolated side must stop answering 200 before the other is promoted",
                     c.fencing_timeout, c.failover_timeout
                 ),
-            ));
-        }
-        if c.lease_ttl.get() < Duration::from_secs(2) {
-            return Err(ConfigError::invalid(
-                key("coordinator.lease_ttl"),
-                "must be at least 2s (etcd's minimum lease)",
             ));
         }
         if c.max_suspect_counts == 0 {
@@ -449,19 +476,11 @@ impl Config {
             tokens,
             etcd_endpoints: raw.storage.endpoints,
             prefix: raw.storage.prefix,
-            coordinator: Coordinator {
-                enabled: c.enabled,
-                health_check_delay: c.health_check_delay.get(),
-                max_suspect_counts: c.max_suspect_counts,
-                failover_timeout: c.failover_timeout.get(),
-                fencing_timeout: c.fencing_timeout.get(),
-                lease_ttl: c.lease_ttl.get(),
-                immunity_period: c.immunity_period.get(),
-            },
+            coordinator,
             replication,
-            switchover_timeout: raw.switchover_timeout.get(),
-            poll_interval: raw.poll_interval.get(),
-            connect_timeout: raw.connect_timeout.get(),
+            switchover_timeout,
+            poll_interval,
+            connect_timeout,
         })
     }
 
@@ -505,5 +524,109 @@ fn https_needs_ca(peers: &[String], r: Option<&Replication>) -> Result<(), Confi
             "an https:// URL needs worker.http_client.ca_file (the CA its certificate chains to)",
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"worker:
+  federation: f
+  cluster: A
+  peer: B
+  initial_status: active
+  instances: ["127.0.0.1:3301"]
+  admin_user: tcf-admin
+  admin_password: p
+  http_server: {listen: "127.0.0.1:0"}
+  storage: {endpoints: ["http://127.0.0.1:2379"]}
+  coordinator: {enabled: true}
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::from_text(Path::new("/w.yaml"), text);
+        let raw: Raw = file.section("worker")?;
+        Config::validate(raw).map_err(|e| e.in_file(&file))
+    }
+
+    fn with(line: &str) -> String {
+        GOOD.replace(
+            "  coordinator: {enabled: true}\n",
+            &format!("  coordinator: {{enabled: true}}\n{line}\n"),
+        )
+    }
+
+    fn with_coordinator(kv: &str) -> String {
+        GOOD.replace(
+            "coordinator: {enabled: true}",
+            &format!("coordinator: {{enabled: true, {kv}}}"),
+        )
+    }
+
+    #[test]
+    fn defaults_are_in_range() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_millis(500));
+        assert_eq!(c.coordinator.immunity_period, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn zero_and_huge_durations_are_refused_naming_the_key() {
+        let top = ["switchover_timeout", "poll_interval", "connect_timeout"];
+        let coordinator = [
+            "health_check_delay",
+            "failover_timeout",
+            "fencing_timeout",
+            "lease_ttl",
+        ];
+        let cases = top
+            .iter()
+            .map(|k| (with(&format!("  {k}: VALUE")), format!("worker.{k}")))
+            .chain(coordinator.iter().map(|k| {
+                (
+                    with_coordinator(&format!("{k}: VALUE")),
+                    format!("worker.coordinator.{k}"),
+                )
+            }));
+        for (text, key) in cases {
+            for value in ["0s", "18446744073709551615s"] {
+                let e = load(&text.replace("VALUE", value)).unwrap_err();
+                assert_eq!(e.key(), Some(key.as_str()), "{value}: {e}");
+                assert!(e.to_string().contains("out of range"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn immunity_period_zero_means_off() {
+        let c = load(&with_coordinator("immunity_period: 0s")).unwrap();
+        assert_eq!(c.coordinator.immunity_period, Duration::ZERO);
+        let e = load(&with_coordinator("immunity_period: 10000d")).unwrap_err();
+        assert_eq!(e.key(), Some("worker.coordinator.immunity_period"));
+    }
+
+    #[test]
+    fn fencing_must_end_before_failover() {
+        let e = load(&with_coordinator(
+            "fencing_timeout: 20s, failover_timeout: 20s",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key(), Some("worker.coordinator.fencing_timeout"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Config parsing never panics, whatever the text: a short fuzz run.
+        #[test]
+        fn mutated_configs_never_panic(
+            at in 0usize..700,
+            op in 0u8..4,
+            len in 0usize..40,
+            text in "[ -~\n\t]{0,24}",
+        ) {
+            let mutated = tcf_common::config::mutate(GOOD, at, op, len, &text);
+            let _ = load(&mutated);
+        }
     }
 }

@@ -6,6 +6,12 @@
 //! `failover_timeout` it fails over to the peer if the peer is promotable and
 //! no failover happened within `immunity_period`. One passing check clears
 //! the suspicion. Nothing is checked while a planned switch is in progress.
+//!
+//! A failed check is counted only when the cluster's masters, asked
+//! directly (IPROTO_VOTE to the instances its workers recorded in etcd),
+//! confirm it, or when none of its workers holds its etcd lease any more:
+//! a cluster whose masters answer and whose workers reach etcd is never
+//! failed over because its workers' HTTP does not (`docs/coordinator.md`).
 
 use std::{sync::Arc, time::Instant};
 
@@ -73,6 +79,44 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
                 continue;
             }
             Err(e) => Some(e.to_string()),
+        };
+        // What the cluster's workers say (or their silence) is checked against
+        // its masters, asked directly: a worker's own trouble (its HTTP port
+        // flooded, no file descriptors left) is never a cluster's death.
+        let problem = match problem {
+            Some(p) => match health::from_outside(&w, &active).await {
+                Ok((outside, live)) if outside.serving_problem().is_none() && !live.is_empty() => {
+                    let why = format!(
+                        "not counted: {p}; but its masters answer when asked directly ({}) and its workers {} hold their etcd lease",
+                        outside
+                            .replicasets
+                            .values()
+                            .flat_map(|r| r.masters.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        live.join(", ")
+                    );
+                    warn!(cluster = %active, "{why}");
+                    since = None;
+                    *w.verdict() = Verdict {
+                        cluster: Some(active),
+                        problem: Some(why),
+                        ..Verdict::default()
+                    };
+                    metrics::gauge!(m::SUSPECT_COUNT).set(0.0);
+                    continue;
+                }
+                Ok((outside, live)) => Some(format!(
+                    "{p}; asked directly: {}",
+                    outside.serving_problem().unwrap_or_else(|| format!(
+                        "its masters answer, but none of its workers holds an etcd lease ({live:?}): cut off or dead, they fence it"
+                    ))
+                )),
+                Err(why) => Some(format!(
+                    "{p} (its masters could not be asked directly: {why})"
+                )),
+            },
+            None => None,
         };
         let Some(problem) = problem else {
             if since.take().is_some() {

@@ -1,5 +1,7 @@
-//! The coordinator election: workers with `coordinator.enabled` campaign
-//! through etcd's election API on a lease they keep alive themselves.
+//! Every worker's etcd lease, kept alive by the worker itself: it carries
+//! the worker's presence key (`PREFIX/FED/alive/<cluster>/<worker id>`, the
+//! coordinator's proof that a cluster still has a live worker) and, with
+//! `coordinator.enabled`, its campaign through etcd's election API.
 //!
 //! Leadership is believed only while the lease was renewed less than
 //! `lease_ttl` ago (measured from before the renewal was sent), so a leader
@@ -71,24 +73,32 @@ impl Campaign {
     }
 }
 
-/// Campaigns under `name` with `value` (the worker id) until `stop`: grant a
-/// lease, keep it alive every third of `ttl`, campaign, lead until the lease
-/// is lost, then start over with a new lease. The lease is revoked on stop,
-/// so the next candidate leads at once.
+/// What a worker's lease carries.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseUse {
+    /// The presence key, put with the lease.
+    pub(crate) presence_key: String,
+    /// The election's name, when this worker campaigns.
+    pub(crate) election: Option<String>,
+    /// The worker id: the presence key's and the campaign's value.
+    pub(crate) value: String,
+}
+
+/// Until `stop`: grants a lease, puts the presence key with it, keeps it
+/// alive every third of `ttl`, campaigns (when `uses.election` is set) and
+/// leads until the lease is lost, then starts over with a new lease. The
+/// lease is revoked on stop, so the next candidate leads at once and the
+/// presence key goes away.
 pub(crate) async fn run(
     endpoints: Vec<String>,
-    name: String,
-    value: String,
+    uses: LeaseUse,
     ttl: Duration,
     campaign: Arc<Campaign>,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
     while !stop.is_cancelled() {
-        let result = Box::pin(term_of_office(
-            &endpoints, &name, &value, ttl, &campaign, &stop,
-        ))
-        .await;
+        let result = Box::pin(term_of_office(&endpoints, &uses, ttl, &campaign, &stop)).await;
         if !stop.is_cancelled() && campaign.leading(Duration::MAX).is_some() {
             warn!("coordinator leadership lost");
         }
@@ -108,8 +118,7 @@ pub(crate) async fn run(
 
 async fn term_of_office(
     endpoints: &[String],
-    name: &str,
-    value: &str,
+    uses: &LeaseUse,
     ttl: Duration,
     campaign: &Campaign,
     stop: &CancellationToken,
@@ -126,6 +135,14 @@ async fn term_of_office(
         let lease = client.lease_grant(ttl_s as i64, None).await?.id();
         campaign.acked(sent, granted);
         let (keeper, acks) = client.lease_keep_alive(lease).await?;
+        let with_lease = etcd_client::PutOptions::new().with_lease(lease);
+        client
+            .put(
+                uses.presence_key.as_str(),
+                uses.value.as_str(),
+                Some(with_lease),
+            )
+            .await?;
         Ok::<_, etcd_client::Error>((client, lease, keeper, acks))
     };
     let (mut client, lease, mut keeper, mut acks) = tokio::select! {
@@ -162,7 +179,12 @@ async fn term_of_office(
     };
     let mut elect = client.clone();
     let lead = async {
-        let resp = elect.campaign(name, value, lease).await?;
+        let Some(name) = &uses.election else {
+            return std::future::pending().await;
+        };
+        let resp = elect
+            .campaign(name.as_str(), uses.value.as_str(), lease)
+            .await?;
         let key = resp.leader().map(|k| k.key().to_vec()).unwrap_or_default();
         let create_rev = resp.leader().map_or(0, |k| k.rev());
         info!(lease, "leading as coordinator");

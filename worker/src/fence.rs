@@ -23,8 +23,14 @@ pub(crate) struct FenceReport {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FenceError {
     /// No instance answered IPROTO_VOTE.
-    #[error("no instance of this cluster answers")]
-    Unreachable,
+    #[error("no instance of this cluster answers: {}", causes.join("; "))]
+    Unreachable {
+        /// Each instance and why it did not answer.
+        causes: Vec<String>,
+        /// This process is out of file descriptors: the instances may
+        /// well be up.
+        out_of_descriptors: bool,
+    },
     /// An instance refused or failed.
     #[error("{uri}: {message}")]
     Instance {
@@ -46,7 +52,18 @@ pub(crate) async fn masters(instances: &[String]) -> Result<Vec<String>, FenceEr
     )
     .await;
     if ballots.iter().all(|(_, b)| b.is_err()) {
-        return Err(FenceError::Unreachable);
+        let out_of_descriptors = ballots.iter().any(|(_, b)| {
+            b.as_ref()
+                .is_err_and(tcf_iproto::Error::is_out_of_descriptors)
+        });
+        let causes = ballots
+            .iter()
+            .filter_map(|(u, b)| b.as_ref().err().map(|e| format!("{u}: {e}")))
+            .collect();
+        return Err(FenceError::Unreachable {
+            causes,
+            out_of_descriptors,
+        });
     }
     Ok(ballots
         .into_iter()

@@ -371,6 +371,58 @@ pub(crate) async fn of(w: &Worker, cluster: &str) -> Result<Health, ProbeError> 
     })
 }
 
+/// `cluster` judged from outside, with the ids of its workers that hold
+/// their etcd lease: its instances as recorded in etcd by its own workers
+/// (`members/<cluster>`), each asked for its ballot (IPROTO_VOTE, no
+/// login). Used by the coordinator before it counts a failed check: a
+/// cluster whose masters answer, and whose workers are alive in etcd, is not
+/// failing because its workers' HTTP does not. An error means nothing can
+/// be told this way (no membership recorded yet, or etcd unreadable).
+pub(crate) async fn from_outside(
+    w: &Worker,
+    cluster: &str,
+) -> Result<(Health, Vec<String>), String> {
+    let members = w
+        .store
+        .members(cluster)
+        .await
+        .map_err(|e| format!("cannot read the recorded members of {cluster}: {e}"))?;
+    let live = w
+        .store
+        .live_workers(cluster)
+        .await
+        .map_err(|e| format!("cannot read the live workers of {cluster}: {e}"))?;
+    if members.is_empty() {
+        return Err(format!("no instance of {cluster} recorded in etcd yet"));
+    }
+    let opts = tcf_iproto::ConnectOptions::new().connect_timeout(w.cfg.connect_timeout);
+    let ballots = futures::future::join_all(members.iter().map(|(uri, rs)| {
+        let opts = &opts;
+        async move { (uri, rs, tcf_iproto::vote(uri, opts).await) }
+    }))
+    .await;
+    let mut h = Health {
+        cluster: cluster.to_owned(),
+        ..Health::default()
+    };
+    for (uri, rs, ballot) in ballots {
+        let r = h.replicasets.entry(rs.clone()).or_default();
+        match ballot {
+            Ok(b) => {
+                r.instances.push(uri.clone());
+                if !b.is_ro {
+                    r.masters.push(uri.clone());
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%cluster, instance = %uri, "ballot from outside: {e}");
+                r.unreachable.push(uri.clone());
+            }
+        }
+    }
+    Ok((h, live))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,15 +94,12 @@ async fn is_active(State(ctx): State<Ctx>) -> Response {
         }
         Some(Status::Active) => {
             // Active on paper, but none of its instances answers.
-            if let Some(e) = ctx
-                .w
-                .view()
-                .fence_error
-                .clone()
-                .filter(|e| e.contains("no instance"))
-            {
+            let v = ctx.w.view();
+            if let Some(e) = v.fence_error.clone().filter(|_| v.cluster_unreachable) {
+                drop(v);
                 return error(StatusCode::SERVICE_UNAVAILABLE, e);
             }
+            drop(v);
             (StatusCode::OK, "active").into_response()
         }
         Some(s) => (StatusCode::IM_A_TEAPOT, s.as_str()).into_response(),

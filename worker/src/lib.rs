@@ -18,6 +18,7 @@ mod metrics;
 pub mod peers;
 mod replicators;
 mod resync;
+mod startup;
 pub mod store;
 mod switch;
 mod unmarked;
@@ -30,7 +31,7 @@ use std::{
 pub use config::{Config, Status};
 use store::{FedState, Store, StoreError, SwitchRecord};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// Why the worker could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,9 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error(transparent)]
     Http(#[from] tcf_common::http::HttpError),
+    /// The HTTP server's task panicked.
+    #[error("the HTTP server task failed: {0}")]
+    ServerTask(#[from] tokio::task::JoinError),
 }
 
 /// What this worker last saw and did.
@@ -74,6 +78,8 @@ pub(crate) struct View {
     /// `(fenced, term)` as last applied to this cluster.
     pub(crate) fence: Option<(bool, u64)>,
     pub(crate) fence_error: Option<String>,
+    /// The last fence found no instance of this cluster answering.
+    pub(crate) cluster_unreachable: bool,
     pub(crate) switch_error: Option<String>,
     pub(crate) replicator_error: Option<String>,
     pub(crate) unmarked: unmarked::Unmarked,
@@ -212,11 +218,29 @@ impl Worker {
                 let mut v = self.view();
                 v.fence = Some(want);
                 v.fence_error = None;
+                v.cluster_unreachable = false;
             }
             Err(e) => {
                 ::metrics::counter!(metrics::FENCE_ERRORS).increment(1);
+                let unreachable = match &e {
+                    fence::FenceError::Unreachable {
+                        out_of_descriptors, ..
+                    } => {
+                        if *out_of_descriptors {
+                            tracing::error!(
+                                fenced = want.0,
+                                term = want.1,
+                                "cannot fence: this process is out of file descriptors (raise LimitNOFILE; see docs/worker.md): {e}"
+                            );
+                        }
+                        true
+                    }
+                    fence::FenceError::Instance { .. } => false,
+                };
                 warn!("fence (fenced={}, term={}) failed: {e}", want.0, want.1);
-                self.view().fence_error = Some(e.to_string());
+                let mut v = self.view();
+                v.fence_error = Some(e.to_string());
+                v.cluster_unreachable = unreachable;
             }
         }
     }
@@ -271,13 +295,8 @@ impl Worker {
             Ok(()) => true,
             Err(e) => {
                 ::metrics::counter!(metrics::ETCD_ERRORS).increment(1);
-                warn!("etcd: {e:?}");
-                self.view().etcd_error = Some(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ));
+                warn!("{e}");
+                self.view().etcd_error = Some(e.to_string());
                 false
             }
         };
@@ -319,9 +338,11 @@ impl Worker {
     }
 }
 
-/// Connects to etcd, writes the bootstrap state if none exists (or refuses
-/// to start when `initial_status` contradicts a state at its bootstrap term),
-/// then serves until `shutdown`.
+/// Serves the HTTP API at once (503 until ready), connects to etcd and
+/// writes the bootstrap state if none exists (or refuses to start when
+/// `initial_status` contradicts a state at its bootstrap term), then runs
+/// until `shutdown`. Shutdown ends every phase promptly, the start-up wait
+/// included.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let handle = tcf_common::metrics::install_prometheus_with_labels(
         &[("cluster".to_owned(), config.cluster.clone())]
@@ -335,11 +356,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let listener = tcf_common::http::bind(config.http_listen).await?;
     let cfg = Arc::new(config);
+    let gate = startup::Gate::default();
+    let server = {
+        let (cfg, router) = (Arc::clone(&cfg), gate.router());
+        let stop = shutdown.clone().cancelled_owned();
+        tokio::spawn(async move {
+            tcf_common::https::serve_listener(listener, cfg.http_tls.as_ref(), router, stop).await
+        })
+    };
+    let served = async {
+        match server.await {
+            Ok(r) => r.map_err(RunError::from),
+            Err(e) => Err(RunError::from(e)),
+        }
+    };
     // A third of fencing_timeout: a dead etcd costs a tick at most that, so
     // peer confirmations still arrive within fencing_timeout.
     let etcd_timeout = (cfg.coordinator.fencing_timeout / 3).min(Duration::from_secs(3));
-    let store = Store::connect(&cfg.etcd_endpoints, |k| cfg.key(k), etcd_timeout).await?;
-    bootstrap(&cfg, &store).await?;
+    let store = tokio::select! {
+        r = startup::connect(&cfg, etcd_timeout, &gate) => r,
+        () = shutdown.cancelled() => {
+            info!("stopped while starting");
+            return served.await;
+        }
+    };
+    let store = match store {
+        Ok(s) => s,
+        Err(e) => {
+            shutdown.cancel();
+            let _ = served.await;
+            return Err(e);
+        }
+    };
     let id = format!("{}@{}", cfg.cluster, cfg.http_listen);
     let w = Arc::new(Worker {
         cfg: Arc::clone(&cfg),
@@ -351,17 +399,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         membership: health::Membership::default(),
         verdict: Mutex::default(),
     });
-    let mut campaign = None;
-    w.membership.load(&w).await;
+    tokio::select! {
+        () = w.membership.load(&w) => {}
+        () = shutdown.cancelled() => return served.await,
+    }
+    let lease = election::LeaseUse {
+        presence_key: w.store.presence_key(&cfg.cluster, &w.id),
+        election: cfg.coordinator.enabled.then(|| cfg.key("election")),
+        value: w.id.clone(),
+    };
+    let campaign = tokio::spawn(election::run(
+        cfg.etcd_endpoints.clone(),
+        lease,
+        cfg.coordinator.lease_ttl,
+        Arc::clone(&w.campaign),
+        shutdown.clone(),
+    ));
     if cfg.coordinator.enabled {
-        campaign = Some(tokio::spawn(election::run(
-            cfg.etcd_endpoints.clone(),
-            cfg.key("election"),
-            w.id.clone(),
-            cfg.coordinator.lease_ttl,
-            Arc::clone(&w.campaign),
-            shutdown.clone(),
-        )));
         tokio::spawn(coordinator::run(Arc::clone(&w), shutdown.clone()));
     }
     info!(federation = %cfg.federation, cluster = %cfg.cluster, http = %cfg.http_listen, "tcf-worker running");
@@ -376,75 +430,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     _ = tick.tick() => {}
                     () = stop.cancelled() => break,
                 }
-                w.tick(n).await;
+                // A tick waiting on a hung etcd or instance is cut short.
+                tokio::select! {
+                    () = w.tick(n) => {}
+                    () = stop.cancelled() => break,
+                }
                 n += 1;
             }
         })
     };
-    let router = http::router(Arc::clone(&w), handle);
-    let stop = shutdown.clone().cancelled_owned();
-    let result =
-        tcf_common::https::serve_listener(listener, cfg.http_tls.as_ref(), router, stop).await;
+    gate.open(http::router(Arc::clone(&w), handle));
+    let result = served.await;
     ticker.abort();
-    if let Some(c) = campaign {
-        // Lets the campaign revoke its lease: the next leader takes over now.
-        let _ = tokio::time::timeout(Duration::from_secs(3), c).await;
-    }
-    result.map_err(RunError::from)
-}
-
-async fn bootstrap(cfg: &Config, store: &Store) -> Result<(), RunError> {
-    let mine = cfg.initial_status;
-    let peer = if mine == Status::Active {
-        Status::Passive
-    } else {
-        Status::Active
-    };
-    let initial = FedState {
-        term: 0,
-        clusters: [(cfg.cluster.clone(), mine), (cfg.peer.clone(), peer)]
-            .into_iter()
-            .collect(),
-    };
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match store.state().await {
-            Ok((None, _)) => {
-                if store.bootstrap(&initial).await? {
-                    info!(
-                        term = 0,
-                        ?initial,
-                        "federation state bootstrapped from initial_status"
-                    );
-                    return Ok(());
-                }
-            }
-            Ok((Some(s), _)) => {
-                let stored = s.status(&cfg.cluster);
-                if stored == Some(mine) {
-                    return Ok(());
-                }
-                let stored = stored.map_or("absent", Status::as_str);
-                if s.term == 0 {
-                    return Err(RunError::Contradiction {
-                        cluster: cfg.cluster.clone(),
-                        configured: mine.as_str(),
-                        stored,
-                    });
-                }
-                info!(
-                    configured = mine.as_str(),
-                    stored,
-                    term = s.term,
-                    "initial_status ignored: the federation has switched since bootstrap"
-                );
-                return Ok(());
-            }
-            Err(e) => {
-                error!("etcd unreachable at start: {e}; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    // Lets the lease be revoked: the next leader takes over now, and this
+    // worker's presence key goes away.
+    let _ = tokio::time::timeout(Duration::from_secs(3), campaign).await;
+    result
 }

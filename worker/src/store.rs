@@ -128,8 +128,14 @@ pub struct HistoryEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// etcd did not answer or refused.
-    #[error("etcd")]
-    Etcd(#[from] etcd_client::Error),
+    #[error("etcd at {endpoints}: {}", cause_chain(source))]
+    Etcd {
+        /// The endpoints asked (comma-separated).
+        endpoints: String,
+        /// Why.
+        #[source]
+        source: etcd_client::Error,
+    },
     /// A stored value is not what this version writes.
     #[error("malformed value at {key}")]
     Malformed {
@@ -148,10 +154,12 @@ pub type Versioned<T> = (Option<T>, i64);
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    endpoints: String,
     state_key: String,
     switch_key: String,
     history_prefix: String,
     members_prefix: String,
+    alive_prefix: String,
 }
 
 impl Store {
@@ -165,13 +173,21 @@ impl Store {
         let opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
-        let client = Client::connect(endpoints, Some(opts)).await?;
+        let joined = endpoints.join(",");
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|source| StoreError::Etcd {
+                endpoints: joined.clone(),
+                source,
+            })?;
         Ok(Self {
             client,
+            endpoints: joined,
             state_key: key("state"),
             switch_key: key("switch"),
             history_prefix: key("history/"),
             members_prefix: key("members/"),
+            alive_prefix: key("alive/"),
         })
     }
 
@@ -180,7 +196,7 @@ impl Store {
         key: &str,
     ) -> Result<Versioned<T>, StoreError> {
         let mut c = self.client.clone();
-        let resp = c.get(key, None).await?;
+        let resp = c.get(key, None).await.map_err(|e| self.etcd(e))?;
         decode(
             key,
             resp.kvs()
@@ -199,7 +215,7 @@ impl Store {
             TxnOp::get(self.switch_key.as_str(), None),
         ]);
         let mut c = self.client.clone();
-        let resp = c.txn(txn).await?;
+        let resp = c.txn(txn).await.map_err(|e| self.etcd(e))?;
         let mut kvs = resp.op_responses().into_iter().map(|op| match op {
             etcd_client::TxnOpResponse::Get(g) => g
                 .kvs()
@@ -232,7 +248,7 @@ impl Store {
             )])
             .and_then(vec![TxnOp::put(self.state_key.as_str(), json(state), None)]);
         let mut c = self.client.clone();
-        Ok(c.txn(txn).await?.succeeded())
+        Ok(c.txn(txn).await.map_err(|e| self.etcd(e))?.succeeded())
     }
 
     /// Creates or replaces the switch record if the state and the record are
@@ -259,7 +275,7 @@ impl Store {
             None,
         )]);
         let mut c = self.client.clone();
-        let resp = c.txn(txn).await?;
+        let resp = c.txn(txn).await.map_err(|e| self.etcd(e))?;
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
@@ -290,7 +306,7 @@ impl Store {
             TxnOp::put(self.history_key(entry), json(entry), None),
         ]);
         let mut c = self.client.clone();
-        Ok(c.txn(txn).await?.succeeded())
+        Ok(c.txn(txn).await.map_err(|e| self.etcd(e))?.succeeded())
     }
 
     /// Closes the switch as rolled back (state unchanged), with history.
@@ -311,7 +327,7 @@ impl Store {
                 TxnOp::put(self.history_key(entry), json(entry), None),
             ]);
         let mut c = self.client.clone();
-        Ok(c.txn(txn).await?.succeeded())
+        Ok(c.txn(txn).await.map_err(|e| self.etcd(e))?.succeeded())
     }
 
     /// Replaces the state if it is still at `state_rev`, with a history entry.
@@ -332,7 +348,7 @@ impl Store {
                 TxnOp::put(self.history_key(entry), json(entry), None),
             ]);
         let mut c = self.client.clone();
-        Ok(c.txn(txn).await?.succeeded())
+        Ok(c.txn(txn).await.map_err(|e| self.etcd(e))?.succeeded())
     }
 
     /// Which replicaset (UUID) each instance of `cluster` belongs to, as
@@ -359,8 +375,41 @@ impl Store {
             json(members),
             None,
         )
-        .await?;
+        .await
+        .map_err(|e| self.etcd(e))?;
         Ok(())
+    }
+
+    fn etcd(&self, source: etcd_client::Error) -> StoreError {
+        StoreError::Etcd {
+            endpoints: self.endpoints.clone(),
+            source,
+        }
+    }
+
+    /// The presence key of worker `id` of `cluster`: present while the
+    /// worker keeps its etcd lease alive (see `crate::election`).
+    pub fn presence_key(&self, cluster: &str, id: &str) -> String {
+        format!("{}{cluster}/{id}", self.alive_prefix)
+    }
+
+    /// The ids of `cluster`'s workers whose lease is alive: they reach etcd,
+    /// so they fence their cluster when told (none: its workers are dead or
+    /// cut off, and fence it themselves after `fencing_timeout`).
+    pub async fn live_workers(&self, cluster: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.client.clone();
+        let resp = c
+            .get(
+                format!("{}{cluster}/", self.alive_prefix),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect())
     }
 
     /// The client (for the election's leader lookup).
@@ -380,7 +429,8 @@ impl Store {
                 self.history_prefix.as_str(),
                 Some(GetOptions::new().with_prefix()),
             )
-            .await?;
+            .await
+            .map_err(|e| self.etcd(e))?;
         let mut out: Vec<HistoryEntry> = resp
             .kvs()
             .iter()
@@ -406,6 +456,22 @@ fn decode<T: serde::de::DeserializeOwned>(
             Ok((Some(v), rev))
         }
     }
+}
+
+/// `e` and each of its sources, joined by ": " (etcd's own messages are
+/// terse; the transport cause is in the chain).
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {

@@ -32,8 +32,8 @@ mod values;
 
 pub use keyline::find_key_line;
 pub use values::{
-    ConfigDuration, Secret, parse_duration, parse_endpoint, parse_host_port, parse_listen,
-    resolve_secret,
+    ConfigDuration, DurationRange, Secret, check_metric_labels, parse_duration, parse_endpoint,
+    parse_host_port, parse_listen, resolve_secret,
 };
 
 /// The process exit status for any configuration error (bad file, bad key,
@@ -230,9 +230,20 @@ impl ConfigFile {
     ) -> ConfigError {
         use serde_saphyr::Error as E;
         let location = err.location().filter(|l| l.line() > 0);
+        // A secret's value is never echoed, even when it has the wrong type.
+        let secret = path.as_deref().is_some_and(holds_secret);
         let found = location
             .and_then(|l| scalar_at(&self.text, l.line(), l.column()))
-            .map_or_else(|| "nothing".to_owned(), |v| format!("'{v}'"));
+            .map_or_else(
+                || "nothing".to_owned(),
+                |v| {
+                    if secret {
+                        "'***'".to_owned()
+                    } else {
+                        format!("'{v}'")
+                    }
+                },
+            );
         let mut segments: Vec<&str> = match path.as_deref() {
             // `serde_path_to_error` says "." for the section's root, "?" for
             // a segment it could not name.
@@ -267,6 +278,11 @@ impl ConfigFile {
                 "unknown value '{variant}', expected one of {}",
                 expected.join(", ")
             ),
+            E::SerdeInvalidType { expected, .. } | E::SerdeInvalidValue { expected, .. }
+                if secret =>
+            {
+                format!("invalid value (not shown: a secret), expected {expected}")
+            }
             E::SerdeInvalidType {
                 unexpected,
                 expected,
@@ -288,7 +304,9 @@ impl ConfigFile {
             }
             E::DuplicateMappingKey { key: Some(k), .. } => format!("duplicate key '{k}'"),
             E::DuplicateMappingKey { key: None, .. } => "duplicate key".to_owned(),
+            E::Message { .. } if secret => "invalid value (not shown: a secret)".to_owned(),
             E::Message { msg, .. } => strip_location(msg).to_owned(),
+            _ if secret => "invalid value (not shown: a secret)".to_owned(),
             other => {
                 let text = other.to_string();
                 // Keep the message on one line: drop the library's location
@@ -336,6 +354,17 @@ impl ConfigFile {
 /// hold both `gateway:` and `destination:`.
 pub fn load_section<T: DeserializeOwned>(path: &Path, section: &str) -> Result<T, ConfigError> {
     ConfigFile::read(path)?.section(section)
+}
+
+/// Whether the key path (as `serde_path_to_error` prints it) holds a secret:
+/// a password, token or secret value (not its `_file` or `_env` companion).
+fn holds_secret(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let leaf = lower.rsplit('.').next().unwrap_or(&lower);
+    let named = ["password", "token", "secret"]
+        .iter()
+        .any(|w| lower.contains(w));
+    named && !leaf.ends_with("_file") && !leaf.ends_with("_env")
 }
 
 /// `msg` without a trailing " at line N, column M".
@@ -413,6 +442,41 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for TrackedSeed<'_, T> {
             *self.error_path = Some(track.path().to_string());
         }
         result
+    }
+}
+
+/// One mutation of a config text, for fuzzing the config parsers: at byte
+/// offset `at` (clamped), `op` 0 inserts `text`, 1 deletes `len` bytes, 2
+/// replaces `len` bytes by `text`, 3 duplicates the line. Edits land on char
+/// boundaries; the result is always valid UTF-8.
+pub fn mutate(base: &str, at: usize, op: u8, len: usize, text: &str) -> String {
+    let floor = |mut i: usize| {
+        i = i.min(base.len());
+        while !base.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(at);
+    let end = floor(start.saturating_add(len));
+    let (head, tail) = (
+        base.get(..start).unwrap_or(""),
+        base.get(start..).unwrap_or(""),
+    );
+    match op % 4 {
+        0 => format!("{head}{text}{tail}"),
+        1 => format!("{head}{}", base.get(end..).unwrap_or("")),
+        2 => format!("{head}{text}{}", base.get(end..).unwrap_or("")),
+        _ => {
+            let line_start = head.rfind('\n').map_or(0, |i| i + 1);
+            let line_end = tail.find('\n').map_or(base.len(), |i| start + i + 1);
+            let line = base.get(line_start..line_end).unwrap_or("");
+            format!(
+                "{}{line}{}",
+                base.get(..line_end).unwrap_or(""),
+                base.get(line_end..).unwrap_or("")
+            )
+        }
     }
 }
 

@@ -313,7 +313,32 @@ fn durations() {
         "1500ms"
     );
     assert_eq!(ConfigDuration(Duration::from_secs(120)).to_string(), "2m");
-    assert_eq!(ConfigDuration(Duration::ZERO).to_string(), "0us");
+    assert_eq!(ConfigDuration(Duration::ZERO).to_string(), "0s");
+}
+
+#[test]
+fn duration_ranges_refuse_zero_and_huge_values_naming_the_key() {
+    let range = DurationRange::new(Duration::from_millis(10), Duration::from_secs(60));
+    let d = |text: &str| ConfigDuration(parse_duration(text).unwrap());
+    assert_eq!(
+        range.check("k", d("10ms")).unwrap(),
+        Duration::from_millis(10)
+    );
+    assert_eq!(range.check("k", d("1m")).unwrap(), Duration::from_secs(60));
+    for bad in ["0s", "9ms", "61s", "18446744073709551615s"] {
+        let e = range.check("worker.poll_interval", d(bad)).unwrap_err();
+        assert_eq!(e.key(), Some("worker.poll_interval"), "{bad}");
+        let text = e.to_string();
+        assert!(text.contains("from 10ms to 1m"), "{text}");
+        assert!(!text.contains("off"), "{text}");
+    }
+    let off = range.or_off();
+    assert_eq!(off.check("k", d("0s")).unwrap(), Duration::ZERO);
+    let e = off.check("k", d("1h")).unwrap_err().to_string();
+    assert!(
+        e.contains("1h is out of range") && e.contains("(or 0s: off)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -442,4 +467,101 @@ fn secret_precedence() {
     // The real environment is consulted by resolve_secret (PATH is set).
     let s = resolve_secret(key, Some(Secret::new("inline")), None, "PATH").unwrap();
     assert_ne!(s.expose(), "inline");
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithSecrets {
+    #[allow(dead_code)]
+    replication_password: Option<Secret>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    #[allow(dead_code)]
+    token: Secret,
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_never_echoed() {
+    let section = |text: &str| {
+        ConfigFile::from_text(Path::new(FILE), text)
+            .section::<WithSecrets>("gateway")
+            .unwrap_err()
+            .to_string()
+    };
+    for text in [
+        "gateway:\n  replication_password: [hunter2, x]\n",
+        "gateway:\n  replication_password: {hunter2: x}\n",
+        "gateway:\n  tokens: [hunter2]\n",
+        "gateway:\n  tokens: [{token: [hunter2]}]\n",
+        "gateway:\n  tokens: [{token: {a: hunter2}}]\n",
+    ] {
+        let e = section(text);
+        assert!(!e.contains("hunter2"), "{text}: {e}");
+        assert!(e.contains("gateway."), "{text}: {e}");
+    }
+    // Other keys still show the value that was wrong.
+    let e = section("gateway:\n  port: [notaport]\n");
+    assert!(e.contains("gateway.port"), "{e}");
+}
+
+#[test]
+fn metric_label_names_are_checked() {
+    let labels = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| ((*n).to_owned(), "v".to_owned()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert!(
+        check_metric_labels(
+            "g.metrics_labels",
+            &labels(&["dc", "_x", "a1"]),
+            &["gateway"]
+        )
+        .is_ok()
+    );
+    for bad in ["", "1dc", "d-c", "__x", "gateway", "dc "] {
+        let e = check_metric_labels("g.metrics_labels", &labels(&[bad]), &["gateway"]).unwrap_err();
+        assert!(
+            e.key().is_some_and(|k| k.starts_with("g.metrics_labels")),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn mutate_keeps_utf8_and_applies_each_operation() {
+    let base = "a: 1\nb: ж\n";
+    assert_eq!(mutate(base, 0, 0, 0, "x"), "xa: 1\nb: ж\n");
+    assert_eq!(mutate(base, 0, 1, 3, ""), "1\nb: ж\n");
+    assert_eq!(mutate(base, 8, 2, 2, "q"), "a: 1\nb: q\n");
+    assert_eq!(mutate(base, 9, 2, 1, "q"), "a: 1\nb: qж\n");
+    assert_eq!(mutate(base, 1, 3, 0, ""), "a: 1\na: 1\nb: ж\n");
+    // Offsets inside a multi-byte char and past the end are clamped.
+    assert!(mutate(base, 10, 2, 1, "z").is_char_boundary(0));
+    assert_eq!(mutate(base, 999, 0, 0, "!"), format!("{base}!"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// The YAML loader never panics on mutated input: a short fuzz run.
+    #[test]
+    fn mutated_yaml_never_panics(
+        at in 0usize..300,
+        op in 0u8..4,
+        len in 0usize..30,
+        text in "[ -~\n\t]{0,24}",
+    ) {
+        let base = "gateway:\n  grpc_server: {listen: \"127.0.0.1:1\", insecure: true}\n  stream_instances: [{label: a, port: 1}]\n  reconnect_delay: 20s\n";
+        let _ = load(&mutate(base, at, op, len, &text));
+    }
 }

@@ -47,6 +47,9 @@ impl fmt::Display for ConfigDuration {
     /// The shortest exact form: `1h`, `2m`, `20s`, `1500ms`, `10us`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let micros = self.0.as_micros();
+        if micros == 0 {
+            return f.write_str("0s");
+        }
         let forms: [(u128, &str); 4] = [
             (3_600_000_000, "h"),
             (60_000_000, "m"),
@@ -54,7 +57,7 @@ impl fmt::Display for ConfigDuration {
             (1_000, "ms"),
         ];
         for (unit, suffix) in forms {
-            if micros != 0 && micros.is_multiple_of(unit) {
+            if micros.is_multiple_of(unit) {
                 return write!(f, "{}{suffix}", micros / unit);
             }
         }
@@ -105,6 +108,96 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         }
         deserializer.deserialize_str(V)
     }
+}
+
+/// The values a duration key accepts: from `min` to `max` inclusive, and
+/// zero when the key documents it as "off". Every duration key of every
+/// binary has one, so that neither a zero (a busy loop, a timeout that can
+/// never succeed) nor a huge value (an overflowing multiplication) is ever
+/// accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// Smallest accepted value (other than an allowed zero).
+    pub min: Duration,
+    /// Largest accepted value.
+    pub max: Duration,
+    /// Whether `0` is accepted, meaning "off".
+    pub zero_is_off: bool,
+}
+
+impl DurationRange {
+    /// From `min` to `max`, inclusive.
+    pub const fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            zero_is_off: false,
+        }
+    }
+
+    /// The same range, also accepting `0` as "off".
+    pub const fn or_off(self) -> Self {
+        Self {
+            zero_is_off: true,
+            ..self
+        }
+    }
+
+    /// `d` if it is in range; otherwise an error naming `key`, the value and
+    /// the range.
+    pub fn check(&self, key: &str, d: ConfigDuration) -> Result<Duration, ConfigError> {
+        let v = d.get();
+        if (v.is_zero() && self.zero_is_off) || (self.min <= v && v <= self.max) {
+            return Ok(v);
+        }
+        let off = if self.zero_is_off {
+            " (or 0s: off)"
+        } else {
+            ""
+        };
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "{d} is out of range: must be from {} to {}{off}",
+                ConfigDuration(self.min),
+                ConfigDuration(self.max)
+            ),
+        ))
+    }
+}
+
+/// Checks `metrics_labels` at `key`: every name is a valid Prometheus label
+/// name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`, which Prometheus
+/// reserves) and none is one of the labels the binary adds itself
+/// (`reserved`). Values may be any text.
+pub fn check_metric_labels<V>(
+    key: &str,
+    labels: &std::collections::BTreeMap<String, V>,
+    reserved: &[&str],
+) -> Result<(), ConfigError> {
+    for name in labels.keys() {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("__");
+        if !valid {
+            return Err(ConfigError::invalid(
+                format!("{key}.{name}"),
+                format!(
+                    "invalid label name '{name}': expected letters, digits and '_', not starting with a digit or '__'"
+                ),
+            ));
+        }
+        if reserved.contains(&name.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.{name}"),
+                format!("'{name}' is set by the binary itself"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ addresses
