@@ -10,32 +10,10 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use serde::Deserialize;
-
 /// How far past the newest term seen a command's term may be.
 pub const MAX_TERM_JUMP: u64 = 1000;
 
-/// A start/stop command's body: `{"term": N}` (optional) and, for the
-/// `admin` role only, `"reset": true`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Command {
-    /// The coordinator's term, if it sends one.
-    pub term: Option<u64>,
-    /// Sets the newest term seen to `term` whatever it was (role `admin`).
-    #[serde(default)]
-    pub reset: bool,
-}
-
-impl Command {
-    /// Parses a body; an empty or blank body is a command without a term.
-    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self::default());
-        }
-        serde_json::from_slice(body)
-    }
-}
+pub use tcf_api::replicator::Command;
 
 /// Why a command's term was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -129,7 +107,9 @@ pub fn respond(
         return e.into_response();
     }
     match apply(cmd.term, cmd.reset) {
-        Ok((running, term)) => Json(json!({ "running": running, "term": term })).into_response(),
+        Ok((running, term)) => {
+            Json(tcf_api::replicator::CommandAnswer { running, term }).into_response()
+        }
         Err(e) => (
             StatusCode::CONFLICT,
             Json(json!({ "error": e.to_string() })),

@@ -17,7 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use tcf_api::replicator::DestinationStatus;
 use tcf_common::auth::{Role, check};
 
 use crate::Destination;
@@ -43,13 +43,13 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         return e.into_response();
     }
     let (running, term) = ctx.d.control.state();
-    Json(json!({
-        "destination": ctx.d.cfg.alias,
-        "cluster": ctx.d.cfg.cluster,
-        "running": running,
-        "term": term,
-        "replicasets": ctx.d.status.snapshot(),
-    }))
+    Json(DestinationStatus {
+        destination: ctx.d.cfg.alias.clone(),
+        cluster: ctx.d.cfg.cluster.clone(),
+        running,
+        term,
+        replicasets: ctx.d.status.snapshot(),
+    })
     .into_response()
 }
 

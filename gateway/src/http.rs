@@ -20,7 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use tcf_api::replicator::GatewayStatus;
 use tcf_common::auth::{Role, check};
 
 use crate::service::Gateway;
@@ -47,13 +47,13 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     }
     let (running, term) = ctx.gw.control_state();
     let cfg = &ctx.gw.config;
-    Json(json!({
-        "gateway": cfg.alias,
-        "cluster": cfg.cluster,
-        "running": running,
-        "term": term,
-        "replicasets": ctx.gw.status.snapshot(),
-    }))
+    Json(GatewayStatus {
+        gateway: cfg.alias.clone(),
+        cluster: cfg.cluster.clone(),
+        running,
+        term,
+        replicasets: ctx.gw.status.snapshot(),
+    })
     .into_response()
 }
 

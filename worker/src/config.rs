@@ -44,7 +44,7 @@ impl Status {
 }
 
 /// Which replicator pairs run in steady state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Only the pair leaving the active cluster.

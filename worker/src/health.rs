@@ -17,6 +17,7 @@ use std::{
 
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
+use tcf_api::replicator::{DestinationStatus, ReplicasetState};
 use tcf_common::http_client::request;
 use tcf_iproto::{Connection, Vclock};
 
@@ -74,8 +75,9 @@ pub struct Health {
     pub replicasets: BTreeMap<String, ReplicasetHealth>,
     /// Instances that never answered (their replicaset is unknown).
     pub unknown: Vec<String>,
-    /// The incoming destination's state per replicaset name, if it answered.
-    pub incoming: BTreeMap<String, String>,
+    /// The incoming destination's state per replicaset name, if it answered
+    /// (`stopped` for every one when the destination is stopped).
+    pub incoming: BTreeMap<String, ReplicasetState>,
     /// Why the incoming destination's state is unknown.
     pub incoming_error: Option<String>,
     /// Applied from the peer, by source replicaset name.
@@ -116,7 +118,7 @@ impl Health {
             return Some("its incoming destination reports no replicaset".into());
         }
         for (rs, state) in &self.incoming {
-            if !matches!(state.as_str(), "streaming" | "connecting") {
+            if !state.keeps_promotable() {
                 return Some(format!("its incoming destination is {state} for {rs}"));
             }
             match self.applied.get(rs) {
@@ -284,20 +286,10 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
         }
     }
     if let Some(r) = &w.cfg.replication {
-        match replicators::status(&r.incoming.destination, r.token.expose()).await {
-            Ok(s) => {
-                if let Some(m) = s.get("replicasets").and_then(serde_json::Value::as_object) {
-                    for (rs, v) in m {
-                        let state = v["state"].as_str().unwrap_or("unknown").to_owned();
-                        h.incoming.insert(rs.clone(), state);
-                    }
-                }
-                if s.get("running") == Some(&serde_json::Value::Bool(false)) {
-                    for st in h.incoming.values_mut() {
-                        *st = "stopped".into();
-                    }
-                }
-            }
+        match replicators::status::<DestinationStatus>(&r.incoming.destination, r.token.expose())
+            .await
+        {
+            Ok(s) => h.incoming = s.states(),
             Err(e) => h.incoming_error = Some(e.to_string()),
         }
     } else {
@@ -440,7 +432,7 @@ mod tests {
             ..Health::default()
         };
         h.replicasets.insert("u1".into(), rs(&["b1:3301"]));
-        h.incoming.insert("rs1".into(), "connecting".into());
+        h.incoming.insert("rs1".into(), ReplicasetState::Connecting);
         h.applied.insert(
             "rs1".into(),
             Applied {
@@ -469,11 +461,13 @@ mod tests {
     #[test]
     fn promotion_needs_a_running_destination_and_a_finished_position() {
         assert_eq!(healthy().promotion_problem(), None);
-        for state in ["loading", "gapped", "diverged", "stopped", "failed"] {
+        use ReplicasetState as S;
+        for state in [S::Loading, S::Gapped, S::Diverged, S::Stopped, S::Failed] {
             let mut h = healthy();
-            h.incoming.insert("rs1".into(), state.into());
+            h.incoming.insert("rs1".into(), state);
             assert!(
-                h.promotion_problem().is_some_and(|p| p.contains(state)),
+                h.promotion_problem()
+                    .is_some_and(|p| p.contains(state.as_str())),
                 "{state}"
             );
         }

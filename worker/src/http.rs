@@ -220,8 +220,8 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let confirmed = w.confirmed_state().is_ok();
     let history = w.store.history(20).await.unwrap_or_default();
     let replicators = match &w.cfg.replication {
-        Some(r) => crate::replicators::info(r).await,
-        None => serde_json::Value::Null,
+        Some(r) => Some(crate::replicators::info(r).await),
+        None => None,
     };
     Json(json!({
         "federation": w.cfg.federation,

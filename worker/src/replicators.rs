@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::{Serialize, de::DeserializeOwned};
+use tcf_api::replicator::{Command, DestinationStatus, GatewayStatus};
 use tcf_common::http_client::{HttpClientError, request};
 
 use crate::config::{Mode, OnReturn, Pair, Replication, Status};
@@ -35,6 +36,19 @@ pub(crate) enum CommandError {
     /// Not reachable or no answer.
     #[error(transparent)]
     Http(#[from] HttpClientError),
+    /// Answered with something that is not the contract's JSON.
+    #[error("{url}{path} answered {status} with a body that is not its status: {source}")]
+    Malformed {
+        /// Base URL.
+        url: String,
+        /// Path.
+        path: String,
+        /// Status code.
+        status: u16,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Answered with an error status.
     #[error("{url}{path} answered {status}: {body}")]
     Refused {
@@ -50,7 +64,11 @@ pub(crate) enum CommandError {
 }
 
 async fn command(url: &str, path: &str, token: &str, term: u64) -> Result<(), CommandError> {
-    let body = format!("{{\"term\": {term}}}");
+    let command = Command {
+        term: Some(term),
+        reset: false,
+    };
+    let body = serde_json::to_string(&command).unwrap_or_default();
     let r = request(
         "POST",
         url,
@@ -105,20 +123,10 @@ pub(crate) async fn stop_pair_best_effort(
         .map_err(|e| e.to_string())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let s = status(&pair.destination, token)
+        let s: DestinationStatus = status(&pair.destination, token)
             .await
             .map_err(|e| e.to_string())?;
-        let stopped = s
-            .get("replicasets")
-            .and_then(Value::as_object)
-            .is_some_and(|m| {
-                m.values().all(|rs| {
-                    !matches!(
-                        rs["state"].as_str(),
-                        Some("connecting" | "loading" | "streaming")
-                    )
-                })
-            });
+        let stopped = s.states().values().all(|st| !st.is_running());
         if stopped {
             break;
         }
@@ -151,63 +159,81 @@ pub(crate) async fn stop_gateway_first(pair: &Pair, token: &str, term: u64) -> R
     Ok(())
 }
 
-/// `GET /api/v1/status` of a replicator, as JSON.
-pub(crate) async fn status(url: &str, token: &str) -> Result<Value, CommandError> {
-    let r = request(
-        "GET",
-        url,
-        "/api/v1/status",
-        Some(token),
-        None,
-        Duration::from_secs(3),
-    )
-    .await?;
+/// `GET /api/v1/status` of a replicator: [`GatewayStatus`] or
+/// [`DestinationStatus`].
+pub(crate) async fn status<T: DeserializeOwned>(url: &str, token: &str) -> Result<T, CommandError> {
+    let path = "/api/v1/status";
+    let r = request("GET", url, path, Some(token), None, Duration::from_secs(3)).await?;
     if r.status != 200 {
         return Err(CommandError::Refused {
             url: url.to_owned(),
-            path: "/api/v1/status".into(),
+            path: path.into(),
             status: r.status,
             body: r.body,
         });
     }
-    serde_json::from_str(&r.body).map_err(|_| CommandError::Refused {
+    serde_json::from_str(&r.body).map_err(|source| CommandError::Malformed {
         url: url.to_owned(),
-        path: "/api/v1/status".into(),
+        path: path.into(),
         status: r.status,
-        body: r.body,
+        source,
     })
 }
 
-/// A destination's applied position per source replicaset UUID, from its
-/// `GET /api/v1/status` JSON.
-pub(crate) fn applied_by_source(status: &Value) -> Vec<(String, tcf_iproto::Vclock)> {
-    status
-        .get("replicasets")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|m| m.values())
-        .filter_map(|rs| {
-            let uuid = rs.get("source_uuid")?.as_str()?.to_owned();
-            let v = serde_json::from_value(rs.get("applied_vclock")?.clone()).ok()?;
-            Some((uuid, v))
-        })
-        .collect()
+/// A replicator's status as the worker reports it: what it answered, or
+/// why it did not.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Reported<T> {
+    /// Its status.
+    Status(T),
+    /// Why there is none.
+    Error {
+        /// The failure.
+        error: String,
+    },
+}
+
+/// Both replicators of a pair.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PairInfo {
+    pub(crate) gateway: Reported<GatewayStatus>,
+    pub(crate) destination: Reported<DestinationStatus>,
 }
 
 /// The replicators' status for `GET /tcf/api/v1/info`.
-pub(crate) async fn info(r: &Replication) -> Value {
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Info {
+    pub(crate) mode: Mode,
+    pub(crate) outgoing: PairInfo,
+    pub(crate) incoming: PairInfo,
+}
+
+/// The status of both pairs, asked at once.
+pub(crate) async fn info(r: &Replication) -> Info {
     let token = r.token.expose();
-    let one = |url: String| async move {
-        match status(&url, token).await {
-            Ok(v) => v,
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
+    async fn one<T: DeserializeOwned>(url: &str, token: &str) -> Reported<T> {
+        match status(url, token).await {
+            Ok(v) => Reported::Status(v),
+            Err(e) => Reported::Error {
+                error: e.to_string(),
+            },
         }
-    };
-    serde_json::json!({
-        "mode": match r.mode { Mode::OneWay => "one_way", Mode::TwoWay => "two_way" },
-        "outgoing": { "gateway": one(r.outgoing.gateway.clone()).await, "destination": one(r.outgoing.destination.clone()).await },
-        "incoming": { "gateway": one(r.incoming.gateway.clone()).await, "destination": one(r.incoming.destination.clone()).await },
-    })
+    }
+    async fn pair(p: &Pair, token: &str) -> PairInfo {
+        let (gateway, destination) =
+            tokio::join!(one(&p.gateway, token), one(&p.destination, token));
+        PairInfo {
+            gateway,
+            destination,
+        }
+    }
+    let (outgoing, incoming) = tokio::join!(pair(&r.outgoing, token), pair(&r.incoming, token));
+    Info {
+        mode: r.mode,
+        outgoing,
+        incoming,
+    }
 }
 
 #[cfg(test)]

@@ -195,13 +195,18 @@ pub(crate) async fn ship_tail_step(w: &Worker, state: &crate::store::FedState) {
     if probe.serving_problem().is_some() {
         return;
     }
-    let Ok(status) = replicators::status(&r.outgoing.destination, r.token.expose()).await else {
+    let Ok(status) = replicators::status::<tcf_api::replicator::DestinationStatus>(
+        &r.outgoing.destination,
+        r.token.expose(),
+    )
+    .await
+    else {
         return;
     };
-    let applied = replicators::applied_by_source(&status);
+    let applied = status.applied_by_source();
     let drained = probe.replicasets.iter().all(|(uuid, rs)| {
         let held = rs.vclock.clone().unwrap_or_default();
-        applied.iter().any(|(u, a)| u == uuid && held.le(a))
+        applied.get(uuid).is_some_and(|a| held.le(a))
     });
     if !drained {
         return;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use tcf_api::replicator::DestinationStatus;
 use tracing::{info, warn};
 
 use crate::{
@@ -67,12 +68,13 @@ pub(crate) async fn step(
                 .replication
                 .as_ref()
                 .ok_or("no `replication` configured: cannot check the drain")?;
-            let status = replicators::status(&r.incoming.destination, r.token.expose())
-                .await
-                .map_err(|e| e.to_string())?;
-            let positions = replicators::applied_by_source(&status);
+            let status: DestinationStatus =
+                replicators::status(&r.incoming.destination, r.token.expose())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let positions = status.applied_by_source();
             for (uuid, fenced_at) in &rec.fence_vclocks {
-                let applied = positions.iter().find(|(u, _)| u == uuid).map(|(_, v)| v);
+                let applied = positions.get(uuid);
                 match applied {
                     Some(a) if fenced_at.le(a) => {}
                     other => {
@@ -100,14 +102,11 @@ pub(crate) async fn step(
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            let status = replicators::status(&r.outgoing.destination, r.token.expose())
-                .await
-                .map_err(|e| e.to_string())?;
-            let all_streaming = status
-                .get("replicasets")
-                .and_then(serde_json::Value::as_object)
-                .is_some_and(|m| !m.is_empty() && m.values().all(|rs| rs["state"] == "streaming"));
-            if !all_streaming {
+            let status: DestinationStatus =
+                replicators::status(&r.outgoing.destination, r.token.expose())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if !status.all_streaming() {
                 return Err("waiting for the reverse pair to stream".into());
             }
             rec.phase = Phase::Flip;
