@@ -53,13 +53,13 @@ fn log_open_files(limits: &Result<crate::listen::OpenFiles, crate::listen::OpenF
                 hard = l.hard,
                 previous_soft = l.previous_soft,
                 reserved = budget.reserve,
-                connections = budget.connections,
-                "open-file limit: soft {} (was {}), hard {}; listeners may hold {} connections, \
-                 {} descriptors are kept for outbound connections",
+                per_listener = budget.per_listener(),
+                "open-file limit: soft {} (was {}), hard {}; each listener may hold up to {} \
+                 connections, {} descriptors are kept for outbound connections",
                 l.soft,
                 l.previous_soft,
                 l.hard,
-                budget.connections,
+                budget.per_listener(),
                 budget.reserve
             );
             if l.soft < LOW_OPEN_FILES {
@@ -72,9 +72,9 @@ fn log_open_files(limits: &Result<crate::listen::OpenFiles, crate::listen::OpenF
             }
         }
         Err(e) => tracing::warn!(
-            connections = budget.connections,
-            "{e}; listeners may hold {} connections",
-            budget.connections
+            per_listener = budget.per_listener(),
+            "{e}; each listener may hold up to {} connections",
+            budget.per_listener()
         ),
     }
 }

@@ -50,13 +50,11 @@ impl RateLimited {
     }
 }
 
-/// One admitted connection's place under the caps (the listener's and the
-/// process's open-file budget). Dropping it frees the place and lowers
-/// [`crate::metrics::LISTENER_CONNECTIONS`].
+/// One admitted connection's place under its listener's cap. Dropping it
+/// frees the place and lowers [`crate::metrics::LISTENER_CONNECTIONS`].
 #[derive(Debug)]
 pub struct Slot {
-    _local: OwnedSemaphorePermit,
-    _global: OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
     listener: &'static str,
 }
 
@@ -73,18 +71,19 @@ pub(crate) struct Gate {
     pub(crate) addr: SocketAddr,
     /// The effective cap.
     pub(crate) cap: usize,
-    local: Arc<Semaphore>,
-    global: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
     refused: RateLimited,
     timeouts: RateLimited,
 }
 
 impl Gate {
-    /// A gate admitting at most `configured` connections, clamped to the
-    /// process's open-file budget; logs the effective cap.
+    /// A gate admitting at most `configured` connections, clamped to half
+    /// the process's open-file budget (a process has at most two listeners,
+    /// so together they never eat the reserve, and a flood on one does not
+    /// starve the other); logs the effective cap.
     pub(crate) fn new(listener: &'static str, addr: SocketAddr, configured: usize) -> Self {
         let budget = open_files_budget();
-        let cap = configured.clamp(1, budget.connections);
+        let cap = configured.clamp(1, budget.per_listener());
         info!(
             listener,
             %addr,
@@ -93,6 +92,7 @@ impl Gate {
             open_files_soft_limit = budget.soft_limit,
             reserved_fds = budget.reserve,
             process_budget = budget.connections,
+            listener_budget = budget.per_listener(),
             "{listener} listener on {addr}: at most {cap} connections"
         );
         if cap < configured {
@@ -110,8 +110,7 @@ impl Gate {
             listener,
             addr,
             cap,
-            local: Arc::new(Semaphore::new(cap)),
-            global: Arc::clone(&budget.slots),
+            slots: Arc::new(Semaphore::new(cap)),
             refused: RateLimited::default(),
             timeouts: RateLimited::default(),
         }
@@ -119,12 +118,10 @@ impl Gate {
 
     /// A place for one more connection, or `None` at the cap.
     fn admit(&self) -> Option<Slot> {
-        let local = Arc::clone(&self.local).try_acquire_owned().ok()?;
-        let global = Arc::clone(&self.global).try_acquire_owned().ok()?;
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
         metrics::gauge!(m::LISTENER_CONNECTIONS, m::LISTENER => self.listener).increment(1.0);
         Some(Slot {
-            _local: local,
-            _global: global,
+            _permit: permit,
             listener: self.listener,
         })
     }

@@ -1,10 +1,9 @@
 //! The open-file limit: raised to the hard limit at start, and the budget of
 //! descriptors that accepted connections may use.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
-use tokio::sync::Semaphore;
 
 /// Descriptors kept for the process's own use (outbound connections to etcd,
 /// Tarantool and peers, log and spool files, the runtime's epoll and pipes):
@@ -83,7 +82,7 @@ pub fn raise_open_files_limit() -> Result<OpenFiles, OpenFilesError> {
 }
 
 /// How many connections all listeners of the process may hold together.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// The open-file soft limit it was computed from.
     pub soft_limit: u64,
@@ -91,7 +90,15 @@ pub struct Budget {
     pub reserve: u64,
     /// Connections allowed: `soft_limit - reserve`, at least 1.
     pub connections: usize,
-    pub(crate) slots: Arc<Semaphore>,
+}
+
+impl Budget {
+    /// The most one listener may hold: half of [`Budget::connections`] (at
+    /// least 1). A process serves at most two ports (the gateway: HTTP and
+    /// gRPC), so its listeners together stay within the budget.
+    pub fn per_listener(&self) -> usize {
+        (self.connections / 2).max(1)
+    }
 }
 
 /// The budget for a soft limit of `soft` descriptors: `(reserve,
@@ -126,7 +133,6 @@ pub fn open_files_budget() -> &'static Budget {
             soft_limit: soft,
             reserve,
             connections,
-            slots: Arc::new(Semaphore::new(connections)),
         }
     })
 }

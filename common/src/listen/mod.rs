@@ -7,11 +7,12 @@
 //!
 //! * **a connection cap**: a connection beyond it is accepted and closed at
 //!   once, counted in [`crate::metrics::LISTENER_REFUSED`] and logged at most
-//!   every 10 s. The cap is clamped to the process's open-file budget
-//!   ([`open_files_budget`]: the soft limit less [`RESERVED_FDS`]), shared by
-//!   all listeners of the process, so that the process always keeps
-//!   descriptors for its own outbound connections (etcd, Tarantool, peers).
-//!   A TLS handshake in progress holds a slot;
+//!   every 10 s. The cap is clamped to half the process's open-file budget
+//!   ([`open_files_budget`]: the soft limit less [`RESERVED_FDS`]; a process
+//!   serves at most two ports), so that the process always keeps descriptors
+//!   for its own outbound connections (etcd, Tarantool, peers) and a flood
+//!   on one port does not starve the other. A TLS handshake in progress
+//!   holds a place;
 //! * **accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`...) are logged with
 //!   their cause at most every 10 s and retried after a short backoff
 //!   (10 ms doubling to 1 s): never a busy loop, never the end of the server;
