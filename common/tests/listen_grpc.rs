@@ -1,6 +1,7 @@
 //! The bounded gRPC listener (`listen::tls_incoming` under tonic, as the
 //! gateway serves) over real sockets: a client that never sends a TLS
-//! ClientHello is dropped after the handshake timeout, the connection cap
+//! ClientHello (or never sends the HTTP/2 preface after it) is dropped after
+//! the handshake timeout, the connection cap
 //! holds (and frees), and a short fuzz run of garbage at the TLS layer and
 //! after a completed handshake (HTTP/2 layer).
 
@@ -195,8 +196,12 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
     // Half a ClientHello record header, then nothing.
     let mut partial = TcpStream::connect(f.addr).await.unwrap();
     partial.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    // A client that completes mutual TLS and then never sends the HTTP/2
+    // preface.
+    let mut mute = raw_tls(&f).await;
     wait_closed(&mut silent, "a client that sends nothing").await;
     wait_closed(&mut partial, "a client stuck in the ClientHello").await;
+    wait_closed(&mut mute, "a client mute after the TLS handshake").await;
     assert_eq!(describe(&f).await.unwrap(), "destination");
     f.stop.cancel();
 }

@@ -19,10 +19,11 @@
 use std::time::Duration;
 
 use tcf_tests::{
-    DEFAULT_DEADLINE, Outcome, PortLease, Signal,
+    DEFAULT_DEADLINE, Etcd, Outcome, PortLease, Signal,
     federation::{RunningDestination, cluster_options},
     gateway::{GatewayOptions, RunningGateway},
     http, wait_until,
+    worker::{RunningWorker, WorkerSpec},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -298,6 +299,36 @@ async fn replicators_exit_promptly_while_clients_hold_partial_requests() {
         .await
         .expect("the destination exits within 15 s of SIGTERM");
     assert_eq!(code, Some(0), "{}", d.process.log_tail(20));
+    drop(held);
+}
+
+#[tokio::test]
+async fn worker_exits_promptly_while_clients_hold_partial_requests() {
+    let etcd = Etcd::start().await.expect("etcd");
+    let nowhere = PortLease::allocate().unwrap();
+    let w = RunningWorker::start(&WorkerSpec {
+        cluster: "A".into(),
+        peer: "B".into(),
+        initial_status: "active".into(),
+        instances: vec![format!("127.0.0.1:{}", nowhere.port())],
+        etcd: etcd.endpoint(),
+        replication: None,
+        mode: "one_way".into(),
+        peer_workers: Vec::new(),
+        etcd_via: None,
+        on_return: None,
+        extra: Vec::new(),
+    })
+    .await
+    .expect("worker");
+    let held = hold_partial_requests(&w.http_addr).await;
+    w.process.kill(Signal::SIGTERM).unwrap();
+    let code = w
+        .process
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("the worker exits within 15 s of SIGTERM");
+    assert_eq!(code, Some(0), "{}", w.process.log_tail(20));
     drop(held);
 }
 

@@ -2,6 +2,7 @@
 //! capped, with a bounded TLS handshake.
 
 use std::{
+    fmt,
     future::Future,
     io,
     net::SocketAddr,
@@ -15,6 +16,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::mpsc,
+    time::Sleep,
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -52,10 +54,27 @@ impl Default for GrpcLimits {
 /// An accepted connection holding its [`Slot`] under the cap until dropped.
 /// Implements tonic's [`Connected`] like the stream inside it, so
 /// `Request::peer_certs()` works for `Guarded<TlsStream<TcpStream>>`.
-#[derive(Debug)]
+///
+/// The client's first bytes after the TLS handshake (the HTTP/2 preface,
+/// which real clients send at once) must arrive within the handshake
+/// timeout too: a client that completes TLS and then says nothing does not
+/// keep its place.
 pub struct Guarded<T> {
     inner: T,
     _slot: Slot,
+    first_read: Option<FirstRead>,
+}
+
+/// The deadline of a connection's first bytes: (timer, the limit, the
+/// listener to count the timeout on, the peer).
+type FirstRead = (Pin<Box<Sleep>>, Duration, Arc<Gate>, SocketAddr);
+
+impl<T: fmt::Debug> fmt::Debug for Guarded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Guarded<T> {
@@ -79,7 +98,29 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some((deadline, after, gate, peer)) = &mut this.first_read else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => Poll::Ready(Ok(())),
+            Poll::Ready(r) => {
+                this.first_read = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    gate.timed_out("handshake", *peer, *after);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no data within {after:?} of the connection"),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -167,6 +208,7 @@ where
         info!(%addr, tls, handshake_timeout = ?limits.handshake_timeout, "gRPC listener accepting");
         let accept = gate.accept_loop(&listener, |tcp, peer, slot| {
             let (gate, tx, stop) = (Arc::clone(&gate), tx.clone(), stop.clone());
+            let started = tokio::time::Instant::now();
             let work = handshake(tcp);
             tokio::spawn(async move {
                 let done = tokio::select! {
@@ -175,7 +217,16 @@ where
                 };
                 match done {
                     Ok(Ok(inner)) => {
-                        let _ = tx.send(Ok(Guarded { inner, _slot: slot })).await;
+                        let deadline =
+                            Box::pin(tokio::time::sleep_until(started + limits.handshake_timeout));
+                        let first_read = Some((deadline, limits.handshake_timeout, gate, peer));
+                        let _ = tx
+                            .send(Ok(Guarded {
+                                inner,
+                                _slot: slot,
+                                first_read,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => debug!(%peer, "gRPC TLS handshake failed: {e}"),
                     Err(_) => gate.timed_out("handshake", peer, limits.handshake_timeout),
