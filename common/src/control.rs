@@ -79,21 +79,67 @@ impl Control {
     }
 }
 
-/// Answers a start/stop request: needs the `toggle` role (`admin` for a
-/// reset), parses the body as a [`Command`], calls `apply(term, reset)`
-/// (which returns `(running, newest term)`) and answers `{"running",
-/// "term"}`, 400 for a bad body, 409 for a refused term.
-pub fn respond(
-    tokens: &crate::auth::Tokens,
-    headers: &axum::http::HeaderMap,
+/// The largest start/stop body accepted: `{"term": N}` needs under 40
+/// bytes; a larger body is refused with 413 after reading at most this.
+pub const MAX_BODY: usize = 4096;
+
+/// Applies a start (`true`) or stop with an optional term and the reset
+/// flag; returns `(running, newest term)`.
+pub trait Apply: Fn(bool, Option<u64>, bool) -> Result<(bool, u64), TermError> {}
+impl<F: Fn(bool, Option<u64>, bool) -> Result<(bool, u64), TermError>> Apply for F {}
+
+/// The routes `POST /api/v1/start` and `POST /api/v1/stop` of a replicator
+/// (gateway or destination), to merge into its router.
+///
+/// The bearer token (role `toggle`) is checked by a route layer **before
+/// any byte of the body is read**: a request without a valid token is
+/// answered 401/403 from its headers alone. The body is then capped at
+/// [`MAX_BODY`] (413 beyond), parsed as a [`Command`] (400 when bad; a
+/// `reset` needs the `admin` role, 403 otherwise), and `apply(run, term,
+/// reset)` answers `{"running", "term"}`, or 409 for a refused term.
+pub fn router<S>(
+    tokens: std::sync::Arc<crate::auth::Tokens>,
+    apply: impl Apply + Clone + Send + Sync + 'static,
+) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    use crate::auth::Role;
+    use axum::{Extension, extract::DefaultBodyLimit, middleware, routing::post};
+    let guard = crate::auth::RoleGuard::new(tokens, Role::Toggle);
+    let (start, stop) = (apply.clone(), apply);
+    axum::Router::new()
+        .route(
+            "/api/v1/start",
+            post(
+                move |Extension(role): Extension<Role>, body: axum::body::Bytes| async move {
+                    respond(&body, true, role, &start)
+                },
+            ),
+        )
+        .route(
+            "/api/v1/stop",
+            post(
+                move |Extension(role): Extension<Role>, body: axum::body::Bytes| async move {
+                    respond(&body, false, role, &stop)
+                },
+            ),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            guard,
+            crate::auth::require_role,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+fn respond(
     body: &[u8],
-    apply: impl FnOnce(Option<u64>, bool) -> Result<(bool, u64), TermError>,
+    run: bool,
+    role: crate::auth::Role,
+    apply: &impl Apply,
 ) -> axum::response::Response {
     use axum::{Json, http::StatusCode, response::IntoResponse};
     use serde_json::json;
-    if let Err(e) = crate::auth::check(tokens, headers, crate::auth::Role::Toggle) {
-        return e.into_response();
-    }
     let cmd = match Command::parse(body) {
         Ok(c) => c,
         Err(e) => {
@@ -101,12 +147,11 @@ pub fn respond(
             return (StatusCode::BAD_REQUEST, Json(error)).into_response();
         }
     };
-    if cmd.reset
-        && let Err(e) = crate::auth::check(tokens, headers, crate::auth::Role::Admin)
-    {
-        return e.into_response();
+    if cmd.reset && !role.allows(crate::auth::Role::Admin) {
+        let error = json!({ "error": format!("role {role} cannot reset the term (needs admin)") });
+        return (StatusCode::FORBIDDEN, Json(error)).into_response();
     }
-    match apply(cmd.term, cmd.reset) {
+    match apply(run, cmd.term, cmd.reset) {
         Ok((running, term)) => {
             Json(tcf_api::replicator::CommandAnswer { running, term }).into_response()
         }

@@ -1,9 +1,12 @@
-//! Serving an axum router with graceful shutdown.
+//! Serving an axum router with a bounded graceful shutdown, through the
+//! bounded listener layer ([`crate::listen`]).
 
 use std::{future::Future, io, net::SocketAddr};
 
 use axum::Router;
 use tokio::net::TcpListener;
+
+use crate::listen::HttpLimits;
 
 /// Why an HTTP server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +21,8 @@ pub enum HttpError {
         #[source]
         source: io::Error,
     },
-    /// The server failed after it started.
+    /// The server failed after it started (not produced since the listener
+    /// layer retries accept errors; kept for callers matching on it).
     #[error("HTTP server on {addr} failed: {source}")]
     Serve {
         /// The address.
@@ -38,7 +42,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 }
 
 /// Binds `addr` and serves `router` until `shutdown` completes, then stops
-/// accepting, lets in-flight requests finish and returns. Handlers may use
+/// accepting, lets in-flight requests finish for at most 2 s, drops every
+/// connection and returns. Limits: [`HttpLimits::DEFAULT`] (connection cap,
+/// header, body and idle timeouts; see [`crate::listen`]). Handlers may use
 /// `ConnectInfo<SocketAddr>` for the client address.
 pub async fn serve(
     addr: SocketAddr,
@@ -55,17 +61,8 @@ pub async fn serve_listener(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    tracing::info!(%addr, "HTTP server listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|source| HttpError::Serve { addr, source })
+    crate::listen::serve_http(listener, None, router, HttpLimits::DEFAULT, shutdown).await;
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere): the shutdown future

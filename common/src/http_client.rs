@@ -42,11 +42,14 @@ pub enum HttpClientError {
         #[source]
         source: std::io::Error,
     },
-    /// No complete answer in time.
-    #[error("{addr}: no answer within {after:?}")]
+    /// No complete answer in time (the limit bounds connect, TLS handshake,
+    /// request and response together).
+    #[error("{addr}: {step} not complete within {after:?}")]
     Timeout {
         /// `host:port`.
         addr: String,
+        /// What was under way: `TCP connect`, `TLS handshake` or `request`.
+        step: &'static str,
         /// The limit.
         after: Duration,
     },
@@ -63,6 +66,9 @@ pub enum HttpClientError {
         addr: String,
     },
 }
+
+/// The steps of a request, for [`HttpClientError::Timeout`].
+const STEPS: [&str; 3] = ["TCP connect", "TLS handshake", "request"];
 
 static HTTPS_ROOTS: RwLock<Option<HttpsRoots>> = RwLock::new(None);
 
@@ -142,11 +148,18 @@ pub async fn request_with(
         req.push_str("Content-Type: application/json\r\n");
     }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    // What the timeout interrupted (an index into STEPS).
+    let step = std::sync::atomic::AtomicUsize::new(0);
+    let set = |i: usize| step.store(i, std::sync::atomic::Ordering::Relaxed);
     let work = async {
         let tcp = TcpStream::connect(&addr).await.map_err(io)?;
         let raw = match connector {
-            None => exchange(tcp, &req).await,
+            None => {
+                set(2);
+                exchange(tcp, &req).await
+            }
             Some(c) => {
+                set(1);
                 let host = addr
                     .rsplit_once(':')
                     .map_or(addr.as_str(), |(h, _)| h)
@@ -154,7 +167,9 @@ pub async fn request_with(
                     .trim_end_matches(']');
                 let name = ServerName::try_from(host.to_owned())
                     .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-                exchange(c.connect(name, tcp).await.map_err(io)?, &req).await
+                let stream = c.connect(name, tcp).await.map_err(io)?;
+                set(2);
+                exchange(stream, &req).await
             }
         }
         .map_err(io)?;
@@ -165,6 +180,10 @@ pub async fn request_with(
         .await
         .map_err(|_| HttpClientError::Timeout {
             addr: addr.clone(),
+            step: STEPS
+                .get(step.load(std::sync::atomic::Ordering::Relaxed))
+                .copied()
+                .unwrap_or("request"),
             after: timeout,
         })?
 }

@@ -9,33 +9,20 @@
 use std::{
     fmt,
     future::Future,
-    io,
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
-use axum::{
-    Router,
-    serve::{Listener, ListenerExt},
-};
+use axum::Router;
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
 use serde::Deserialize;
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-    task::JoinHandle,
-};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
-use crate::{config::ConfigError, http::HttpError};
-
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{config::ConfigError, http::HttpError, listen::HttpLimits};
 
 /// `http_server.tls` of a config: the server's certificate and key, PEM.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -153,110 +140,34 @@ impl HttpsRoots {
 /// [`crate::http::serve_listener`]: over TLS when `tls` is given, plain HTTP
 /// otherwise. Handlers may use `ConnectInfo<SocketAddr>` in both cases.
 ///
-/// With TLS, handshakes run concurrently, each bounded by 10 s; a client
-/// that fails its handshake (for example one speaking plain HTTP) is dropped
-/// and logged at `debug`, and the server keeps serving. On shutdown the
-/// listening socket is closed and in-flight requests finish.
+/// With TLS, handshakes run concurrently, each bounded by 10 s and holding
+/// a place under the connection cap; a client that fails its handshake (for
+/// example one speaking plain HTTP) is dropped and logged at `debug`, and
+/// the server keeps serving. Limits and shutdown: [`HttpLimits::DEFAULT`],
+/// see [`crate::listen`].
 pub async fn serve_listener(
     listener: TcpListener,
     tls: Option<&HttpsServer>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    let Some(tls) = tls else {
-        return crate::http::serve_listener(listener, router, shutdown).await;
-    };
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    tracing::info!(%addr, identities = ?tls.identities, "HTTPS server listening");
-    let tls_listener = TlsListener::new(listener, TlsAcceptor::from(Arc::clone(&tls.config)))
-        .tap_io(|_: &mut TlsStream<TcpStream>| {});
-    axum::serve(
-        tls_listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|source| HttpError::Serve { addr, source })
+    serve_listener_with(listener, tls, router, HttpLimits::DEFAULT, shutdown).await
 }
 
-/// Accepts TCP connections in a background task, completes their TLS
-/// handshakes concurrently and hands out the finished streams.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: io::Result<SocketAddr>,
-    acceptor: JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(listener: TcpListener, tls: TlsAcceptor) -> Self {
-        let local = listener.local_addr();
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) if is_connection_error(&e) => continue,
-                    Err(e) => {
-                        tracing::error!("HTTPS accept failed: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                let (tls, tx) = (tls.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Self {
-            ready,
-            local,
-            acceptor,
-        }
+/// [`serve_listener`] with explicit limits (tests use small ones).
+pub async fn serve_listener_with(
+    listener: TcpListener,
+    tls: Option<&HttpsServer>,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    if let Some(tls) = tls {
+        tracing::info!(identities = ?tls.identities, "serving HTTPS");
     }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task ended (it only does so when aborted): nothing more comes.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        match &self.local {
-            Ok(a) => Ok(*a),
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-        }
-    }
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
+    let acceptor = tls.map(|t| TlsAcceptor::from(Arc::clone(&t.config)));
+    crate::listen::serve_http(listener, acceptor, router, limits, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -264,6 +175,7 @@ mod tests {
     use super::*;
     use crate::{devcerts, http_client};
     use axum::routing::get;
+    use std::{net::SocketAddr, time::Duration};
 
     #[tokio::test]
     async fn serves_https_to_clients_trusting_the_ca_only() {

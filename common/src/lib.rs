@@ -10,6 +10,7 @@
 //! | [`telemetry`] | `tracing` setup (`RUST_LOG`, `TCF_LOG_FORMAT=json`) |
 //! | [`http`] | serving an axum router with graceful shutdown |
 //! | [`https`] | serving it over TLS; the CA trusted by `https://` requests |
+//! | [`listen`] | bounded listeners: connection caps, timeouts, bounded shutdown, the open-file limit |
 //! | [`http_client`] | minimal HTTP/1.1 client for the control APIs, `http://` and `https://` |
 //! | `devcerts` | (feature `devcerts`) development CA and certificates; the `tcf-certs` binary |
 //!
@@ -24,6 +25,7 @@ pub mod devcerts;
 pub mod http;
 pub mod http_client;
 pub mod https;
+pub mod listen;
 pub mod metrics;
 pub mod status;
 pub mod telemetry;

@@ -21,6 +21,27 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
+/// Gauge: connections a listener holds now (TLS handshakes included).
+/// Label [`LISTENER`].
+pub const LISTENER_CONNECTIONS: &str = "tcf_listener_connections";
+/// Gauge: a listener's effective connection cap (its default clamped to the
+/// process's open-file budget). Label [`LISTENER`].
+pub const LISTENER_CAP: &str = "tcf_listener_connection_cap";
+/// Counter: connections accepted and closed at once because the listener
+/// held its cap. Label [`LISTENER`].
+pub const LISTENER_REFUSED: &str = "tcf_listener_refused_total";
+/// Counter: connections dropped by a timeout. Labels [`LISTENER`] and
+/// [`KIND`]: `handshake` (TLS), `header` (request head, or an idle
+/// keep-alive connection), `body` (request body).
+pub const LISTENER_TIMEOUTS: &str = "tcf_listener_timeouts_total";
+/// Counter: failed `accept` calls (e.g. `EMFILE`: out of file descriptors),
+/// each followed by a short backoff. Label [`LISTENER`].
+pub const LISTENER_ACCEPT_ERRORS: &str = "tcf_listener_accept_errors_total";
+/// Label: which listener, `http` or `grpc`.
+pub const LISTENER: &str = "listener";
+/// Label: what kind (of timeout).
+pub const KIND: &str = "kind";
+
 /// The Prometheus text format content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 

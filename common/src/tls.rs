@@ -13,8 +13,9 @@ use std::{
 };
 
 use rustls::{
-    RootCertStore,
+    RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
     sign::CertifiedKey,
 };
 use serde::Deserialize;
@@ -53,11 +54,16 @@ pub struct ClientTls {
     pub server_name: Option<String>,
 }
 
-/// A checked [`ServerTls`]: the tonic config plus the raw PEMs.
+/// A checked [`ServerTls`]: the tonic config, the equivalent rustls config
+/// and the raw PEMs.
 #[derive(Clone)]
 pub struct LoadedServerTls {
     /// Identity + `client_ca_root`: client certificates are mandatory.
     pub config: ServerTlsConfig,
+    /// The same as a rustls server config (client certificates mandatory,
+    /// chaining to the client CA; ALPN `h2`), for serving through
+    /// [`crate::listen::tls_incoming`] with a bounded handshake.
+    pub rustls: Arc<ServerConfig>,
     /// The certificate chain, PEM.
     pub cert_pem: Vec<u8>,
     /// The private key, PEM (not printed by `Debug`).
@@ -123,13 +129,70 @@ pub fn server_tls(key: &str, cfg: &ServerTls) -> Result<LoadedServerTls, ConfigE
     let config = ServerTlsConfig::new()
         .identity(Identity::from_pem(&cert_pem, &key_pem))
         .client_ca_root(Certificate::from_pem(&client_ca_pem));
+    let rustls = rustls_server(key, cfg, &cert_pem, &key_pem, &client_ca_pem)?;
     Ok(LoadedServerTls {
         config,
+        rustls,
         cert_pem,
         key_pem,
         client_ca_pem,
         identities,
     })
+}
+
+/// The rustls server config of [`LoadedServerTls::rustls`]: what tonic builds
+/// from a [`ServerTlsConfig`] with a client CA (TLS 1.2 and 1.3, client
+/// certificates required, ALPN `h2`), ring provider.
+fn rustls_server(
+    key: &str,
+    cfg: &ServerTls,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<Arc<ServerConfig>, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca_key = format!("{key}.client_ca_file");
+    let key_key = format!("{key}.key_file");
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_ca_pem).flatten() {
+        roots.add(cert).map_err(|e| {
+            ConfigError::invalid(&ca_key, format!("{}: {e}", cfg.client_ca_file.display()))
+        })?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| {
+                ConfigError::invalid(&ca_key, format!("{}: {e}", cfg.client_ca_file.display()))
+            })?;
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConfigError::invalid(
+                format!("{key}.cert_file"),
+                format!("{}: {e}", cfg.cert_file.display()),
+            )
+        })?;
+    let private_key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| ConfigError::invalid(&key_key, format!("{}: {e}", cfg.key_file.display())))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_client_cert_verifier(verifier)
+                .with_single_cert(chain, private_key)
+        })
+        .map_err(|e| {
+            ConfigError::invalid(
+                &key_key,
+                format!(
+                    "{} with {}: unusable: {e}",
+                    cfg.key_file.display(),
+                    cfg.cert_file.display()
+                ),
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Loads and checks the client side of mutual TLS configured at `key`, with

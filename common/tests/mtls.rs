@@ -60,7 +60,9 @@ impl Replication for Gateway {
     }
 }
 
-async fn start_server(dir: &Path, allowed: &[&str]) -> SocketAddr {
+/// A gateway-like server; `bounded`: TLS by the listener layer
+/// (`listen::tls_incoming`, as the gateway serves) instead of tonic's own.
+async fn start_server(dir: &Path, allowed: &[&str], bounded: bool) -> SocketAddr {
     let server = tls::server_tls(
         "gateway.grpc_server.tls",
         &tls::ServerTls {
@@ -75,6 +77,17 @@ async fn start_server(dir: &Path, allowed: &[&str]) -> SocketAddr {
     let svc = Gateway {
         allowed: allowed.iter().map(|s| (*s).to_owned()).collect(),
     };
+    if bounded {
+        let incoming = tcf_common::listen::tls_incoming(
+            listener,
+            server.rustls,
+            tcf_common::listen::GrpcLimits::DEFAULT,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let router = Server::builder().add_service(ReplicationServer::new(svc));
+        tokio::spawn(router.serve_with_incoming(incoming));
+        return addr;
+    }
     let router = Server::builder()
         .tls_config(server.config)
         .unwrap()
@@ -115,11 +128,20 @@ fn client(dir: &Path, name: &str) -> ClientTlsConfig {
 
 #[tokio::test]
 async fn mutual_tls_with_allowed_clients() {
+    mutual_tls(false).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_through_the_bounded_listener() {
+    mutual_tls(true).await;
+}
+
+async fn mutual_tls(bounded: bool) {
     tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     devcerts::generate(dir.path(), &["gateway", "destination", "worker"]).unwrap();
     devcerts::generate_foreign_ca_client(dir.path(), "intruder").unwrap();
-    let addr = start_server(dir.path(), &["destination"]).await;
+    let addr = start_server(dir.path(), &["destination"], bounded).await;
 
     let ok = describe(addr, client(dir.path(), "destination"))
         .await

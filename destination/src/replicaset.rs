@@ -141,11 +141,14 @@ impl<'a> Session<'a> {
         let master = find_master(&instances, &opts).await?;
         let target = Target::connect(&master, &opts).await?;
         st.lock().target_instance = Some(master.clone());
-        let mut gw = ctx
+        let (mut gw, skipped) = ctx
             .pool
             .connect()
             .await
             .map_err(|e| End::Retry(format!("no gateway: {e}")))?;
+        if !skipped.is_empty() {
+            st.lock().last_error = Some(format!("gateway skipped: {}", skipped.join("; ")));
+        }
         let source_cluster = gw.describe.source_cluster.clone();
         if source_cluster == cfg.cluster {
             return Err(End::Fatal(

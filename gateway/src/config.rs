@@ -18,7 +18,6 @@ use tcf_common::{
     tls::ServerTls,
 };
 use tcf_iproto::{ConnectOptions, Timing};
-use tonic::transport::ServerTlsConfig;
 
 /// Environment variable that overrides the replication password.
 pub const PASSWORD_ENV: &str = "TCF_REPLICATION_PASSWORD";
@@ -151,7 +150,7 @@ pub struct Config {
     /// gRPC listen address.
     pub grpc_listen: SocketAddr,
     /// mTLS for gRPC; `None` only with an explicit `insecure: true`.
-    pub tls: Option<ServerTlsConfig>,
+    pub tls: Option<tcf_common::tls::LoadedServerTls>,
     /// Identities (certificate CN or SAN) allowed to stream.
     pub allowed_clients: Vec<String>,
     /// HTTP listen address.
@@ -250,9 +249,7 @@ impl Config {
                 ));
             }
             (None, true) => None,
-            (Some(t), false) => {
-                Some(tcf_common::tls::server_tls(&key("grpc_server.tls"), &t)?.config)
-            }
+            (Some(t), false) => Some(tcf_common::tls::server_tls(&key("grpc_server.tls"), &t)?),
         };
         if tls.is_some() && raw.grpc_server.allowed_clients.is_empty() {
             return Err(ConfigError::invalid(

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{DefaultBodyLimit, State},
     http::HeaderMap,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tcf_api::replicator::GatewayStatus;
@@ -31,13 +31,23 @@ struct Ctx {
     metrics: PrometheusHandle,
 }
 
-/// The router of the HTTP API.
+/// The router of the HTTP API. Start/stop check the token before reading
+/// their (capped) body: see [`tcf_common::control::router`]; no other route
+/// reads a body.
 pub(crate) fn router(gw: Arc<Gateway>, metrics: PrometheusHandle) -> Router {
+    let tokens = Arc::new(gw.config.tokens.clone());
+    let control = {
+        let gw = Arc::clone(&gw);
+        move |run: bool, term: Option<u64>, reset: bool| {
+            gw.set_running(run, term, reset)?;
+            Ok(gw.control_state())
+        }
+    };
     Router::new()
         .route("/api/v1/status", get(status))
-        .route("/api/v1/start", post(start))
-        .route("/api/v1/stop", post(stop))
         .route("/metrics", get(metrics_text))
+        .merge(tcf_common::control::router(tokens, control))
+        .layer(DefaultBodyLimit::max(tcf_common::control::MAX_BODY))
         .with_state(Ctx { gw, metrics })
 }
 
@@ -55,21 +65,6 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         replicasets: ctx.gw.status.snapshot(),
     })
     .into_response()
-}
-
-fn set_running(ctx: &Ctx, headers: &HeaderMap, body: &[u8], run: bool) -> Response {
-    tcf_common::control::respond(&ctx.gw.config.tokens, headers, body, |term, reset| {
-        ctx.gw.set_running(run, term, reset)?;
-        Ok(ctx.gw.control_state())
-    })
-}
-
-async fn start(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    set_running(&ctx, &headers, &body, true)
-}
-
-async fn stop(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    set_running(&ctx, &headers, &body, false)
 }
 
 async fn metrics_text(State(ctx): State<Ctx>) -> Response {

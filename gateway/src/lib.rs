@@ -38,6 +38,10 @@ use tracing::info;
 
 /// How long connections may take to close after shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// HTTP/2 PING interval on idle gRPC connections.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection whose PING is not answered within this is closed.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Why the gateway stopped.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +49,16 @@ pub enum RunError {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
-    /// The gRPC server failed (bind, TLS).
+    /// The gRPC port could not be bound.
+    #[error("cannot listen for gRPC on {addr}: {source}")]
+    GrpcBind {
+        /// Listen address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
     #[error("gRPC server on {addr}")]
     Grpc {
         /// Listen address.
@@ -81,15 +94,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         stop_signal.cancelled().await;
         let _ = gw_stop.set_running(false, None, false);
     });
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        server = server
-            .tls_config(tls.clone())
-            .map_err(|source| RunError::Grpc {
-                addr: config.grpc_listen,
-                source,
-            })?;
-    }
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| RunError::GrpcBind {
+            addr: config.grpc_listen,
+            source,
+        })?;
     info!(
         alias = %config.alias,
         cluster = %config.cluster,
@@ -98,9 +108,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tls = config.tls.is_some(),
         "tcf-gateway serving"
     );
-    let grpc = server
-        .add_service(ReplicationServer::new(Service(Arc::clone(&gw))))
-        .serve_with_shutdown(config.grpc_listen, shutdown.clone().cancelled_owned());
+    let limits = tcf_common::listen::GrpcLimits::DEFAULT;
+    // HTTP/2 keepalive: a destination that vanished without closing is
+    // noticed (and its slot under the cap freed) within about 30 s.
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(ReplicationServer::new(Service(Arc::clone(&gw))));
+    let stop = shutdown.clone();
+    // TLS is done by the listener layer (bounded handshake, capped), not by
+    // tonic: its built-in TLS has no handshake timeout.
+    let grpc: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match &config.tls {
+        Some(tls) => Box::pin(server.serve_with_incoming_shutdown(
+            tcf_common::listen::tls_incoming(
+                grpc_listener,
+                Arc::clone(&tls.rustls),
+                limits,
+                stop.clone(),
+            ),
+            stop.cancelled_owned(),
+        )),
+        None => Box::pin(server.serve_with_incoming_shutdown(
+            tcf_common::listen::plain_incoming(grpc_listener, limits, stop.clone()),
+            stop.cancelled_owned(),
+        )),
+    };
     // Graceful, but bounded: a peer that keeps its connection open must not
     // hold the process after the streams have ended.
     let drain = async {

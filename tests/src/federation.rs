@@ -89,14 +89,29 @@ impl RunningDestination {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let gateway = *gateways.first().context("no gateway")?;
+        let addresses: Vec<String> = gateways.iter().map(|g| g.grpc_addr.clone()).collect();
+        Self::start_addresses(&addresses, gateway, target_cluster, targets, extra).await
+    }
+
+    /// Like [`RunningDestination::start_pool`] with gateway addresses given
+    /// as they are (e.g. one that is not a gateway at all), using
+    /// `certs_of`'s certificates.
+    pub async fn start_addresses(
+        addresses: &[String],
+        certs_of: &RunningGateway,
+        target_cluster: &str,
+        targets: &[(&str, Vec<String>)],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let gateway = certs_of;
         let process = TcfProcess::new("tcf-destination")?;
         let port = PortLease::allocate()?;
         let http_addr = format!("127.0.0.1:{}", port.port());
         let mut y =
             format!("destination:\n  alias: test-destination\n  cluster: {target_cluster}\n");
         y.push_str("  gateways:\n");
-        for g in gateways {
-            y.push_str(&format!("    - {{address: \"{}\"}}\n", g.grpc_addr));
+        for a in addresses {
+            y.push_str(&format!("    - {{address: \"{a}\"}}\n"));
         }
         match &gateway.certs {
             Some(c) => {

@@ -33,6 +33,9 @@ pub struct GatewayOptions {
     pub extra: Vec<String>,
     /// Certificates to reuse (another gateway's), instead of a new CA.
     pub certs: Option<DevCerts>,
+    /// Run under this open-file limit (soft and hard), as with systemd's
+    /// `LimitNOFILE`; default: the test process's.
+    pub open_files: Option<u64>,
 }
 
 impl Default for GatewayOptions {
@@ -42,6 +45,7 @@ impl Default for GatewayOptions {
             tls: true,
             extra: Vec::new(),
             certs: None,
+            open_files: None,
         }
     }
 }
@@ -113,6 +117,9 @@ impl RunningGateway {
         for line in &opts.extra {
             y.push_str(line);
             y.push('\n');
+        }
+        if let Some(n) = opts.open_files {
+            process.set_open_files_limit(n);
         }
         process.start(&y)?;
         process.wait_http(&http_addr, "/metrics").await?;

@@ -53,6 +53,7 @@ pub struct TcfProcess {
     binary: String,
     process: Mutex<Option<ServerProcess>>,
     dir: WorkDir,
+    open_files: Mutex<Option<u64>>,
 }
 
 impl TcfProcess {
@@ -63,7 +64,15 @@ impl TcfProcess {
             binary: binary.to_owned(),
             process: Mutex::new(None),
             dir: WorkDir::new(binary, &[LOG])?,
+            open_files: Mutex::new(None),
         })
+    }
+
+    /// Runs the process (from its next start on) under an open-file limit
+    /// of `limit`, soft and hard (`ulimit -n`), as a systemd unit with
+    /// `LimitNOFILE=limit` would.
+    pub fn set_open_files_limit(&self, limit: u64) {
+        *self.open_files.lock().unwrap_or_else(|p| p.into_inner()) = Some(limit);
     }
 
     /// The directory (config, log, anything the test puts there).
@@ -80,7 +89,20 @@ impl TcfProcess {
 
     /// Starts (again) with the config written by the last [`TcfProcess::start`].
     pub fn spawn(&self) -> anyhow::Result<()> {
-        let mut cmd = Command::new(binary_path(&self.binary)?);
+        let binary = binary_path(&self.binary)?;
+        let limit = *self.open_files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cmd = match limit {
+            // `exec` keeps the PID: signals and /proc/PID reach the binary.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg("ulimit -n \"$0\" && exec \"$@\"")
+                    .arg(n.to_string())
+                    .arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("--config")
             .arg(self.dir().join(CONFIG))
             .current_dir(self.dir());

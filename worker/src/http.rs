@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{DefaultBodyLimit, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -51,6 +51,9 @@ pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
         .route("/tcf/api/v1/health", get(health))
         .route("/tcf/api/v1/view", get(view))
         .route("/metrics", get(metrics_text))
+        // No route reads a body (each checks its token from the headers
+        // alone); anything that ever does gets a small cap.
+        .layer(DefaultBodyLimit::max(tcf_common::control::MAX_BODY))
         .with_state(Ctx { w, metrics })
 }
 
