@@ -149,7 +149,8 @@ impl Pool {
         let scheme = if tls { "https" } else { "http" };
         let mut endpoint = Channel::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| GatewayError::Config(format!("gateway address {address}: {e}")))?
-            .connect_timeout(self.timeout)
+            // No tonic connect timeout: it would race the one around the
+            // whole attempt (`try_one`), which names the step.
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20));
         if let Some(tls) = &self.tls {

@@ -46,6 +46,9 @@ pub struct WorkerSpec {
     pub on_return: Option<String>,
     /// Extra lines for the `worker:` section.
     pub extra: Vec<String>,
+    /// Open-file limit (soft and hard) to run the worker under, as
+    /// `LimitNOFILE` would; `None` inherits the test's.
+    pub open_files: Option<u64>,
 }
 
 /// A running worker.
@@ -93,6 +96,9 @@ impl RunningWorker {
         port: PortLease,
     ) -> anyhow::Result<Self> {
         let process = TcfProcess::new("tcf-worker")?;
+        if let Some(n) = spec.open_files {
+            process.set_open_files_limit(n);
+        }
         let http_addr = format!("127.0.0.1:{}", port.port());
         let mut y = String::from("worker:\n  federation: test\n");
         y.push_str(&format!(
@@ -260,6 +266,8 @@ pub struct PairedOptions {
     pub on_return: Option<String>,
     /// `replication.mode: two_way` instead of `one_way`.
     pub two_way: bool,
+    /// Open-file limit of A's worker (`LimitNOFILE`); `None`: the test's.
+    pub a_worker_open_files: Option<u64>,
 }
 
 /// The coordinator settings of [`PairedOptions::coordinator`].
@@ -340,6 +348,7 @@ impl Paired {
         spec_a.instances = a_all;
         spec_b.instances = b_all;
         spec_a.on_return.clone_from(&o.on_return);
+        spec_a.open_files = o.a_worker_open_files;
         spec_b.on_return.clone_from(&o.on_return);
         if o.two_way {
             spec_a.mode = "two_way".into();
@@ -411,6 +420,7 @@ impl Paired {
             etcd_via: None,
             on_return: None,
             extra: Vec::new(),
+            open_files: None,
         }
     }
 

@@ -318,6 +318,7 @@ async fn worker_exits_promptly_while_clients_hold_partial_requests() {
         etcd_via: None,
         on_return: None,
         extra: Vec::new(),
+        open_files: None,
     })
     .await
     .expect("worker");

@@ -30,6 +30,7 @@ fn lone_spec(etcd: &str) -> WorkerSpec {
         etcd_via: None,
         on_return: None,
         extra: Vec::new(),
+        open_files: None,
     }
 }
 
@@ -215,4 +216,119 @@ async fn serial_a_worker_whose_http_does_not_answer_does_not_fail_its_cluster_ov
     }
     p.a_links[1].cut(false);
     p.a_links[2].cut(false);
+}
+
+/// Open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Keeps about `n` idle TCP connections open to `addr` until `stop`, opening
+/// a new one whenever the server closes one (as a flooding client would).
+fn flood(
+    addr: String,
+    n: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (addr, mut stop) = (addr.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !*stop.borrow() {
+                    let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let mut buf = [0u8; 64];
+                    // Idle: held until the server closes it (or the test ends).
+                    tokio::select! {
+                        _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn serial_an_idle_connection_flood_on_the_active_worker_fails_nothing_over() {
+    // LimitNOFILE=256 on A's worker (the hard limit too: it cannot raise it).
+    let p = Paired::start_with(PairedOptions {
+        coordinator: true,
+        a_worker_open_files: Some(256),
+        ..PairedOptions::default()
+    })
+    .await
+    .expect("setup");
+    p.wa.wait_is_active(200, SOON).await.expect("A active");
+    p.wb.wait_is_active(418, SOON).await.expect("B passive");
+    wait_until("A's membership to be recorded", SOON, || async {
+        let h = p.wa.health().await.ok()?;
+        h["replicasets"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+            .then_some(())
+    })
+    .await
+    .expect("membership");
+    // B's worker leads, so that it judges A from outside.
+    let leader = || async {
+        let info = p.wb.info().await.ok()?;
+        info["leader"].as_str().map(str::to_owned)
+    };
+    if wait_until("a leader", SOON, leader)
+        .await
+        .expect("leader")
+        .starts_with("A@")
+    {
+        p.wa.process.stop().await.expect("stop A's worker");
+        p.wa.process.spawn().expect("restart A's worker");
+        p.wa.wait_is_active(200, SOON).await.expect("A active");
+    }
+    wait_until("B's worker to lead", SOON, || async {
+        leader().await.filter(|l| l.starts_with("B@"))
+    })
+    .await
+    .expect("B leads");
+    let pid = p.wa.process.pid().expect("pid");
+    let before = fd_count(pid);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let clients = flood(p.wa.http_addr.clone(), 1100, stopped);
+    // Longer than failover_timeout (6 s) with max_suspect_counts checks.
+    assert!(COORDINATOR.contains("failover_timeout: 6s"));
+    let (mut most_fds, mut judged) = (before, None);
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(20) {
+        most_fds = most_fds.max(fd_count(pid));
+        let info = p.wb.info().await.expect("B's info");
+        assert_eq!(info["clusters"]["A"], "active", "no failover: {info}");
+        assert_eq!(info["term"], 0, "{info}");
+        if let Some(problem) = info["coordinator"]["verdict"]["problem"].as_str() {
+            judged.get_or_insert_with(|| problem.to_owned());
+        }
+        assert!(p.wa.process.is_running(), "{}", p.wa.process.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = stop.send(true);
+    for c in clients {
+        let _ = c.await;
+    }
+    println!(
+        "flood of 1100 idle connections on A's worker (LimitNOFILE=256): descriptors {before} before, at most {most_fds} during; A active, term 0; B's verdict: {judged:?}"
+    );
+    assert!(
+        most_fds < 256,
+        "descriptors bounded below the limit: {most_fds}"
+    );
+    let log = p.wa.process.log();
+    assert!(
+        !log.contains("Too many open files"),
+        "no EMFILE in A's worker log"
+    );
+    // After the flood A's worker serves again; B stays passive.
+    p.wa.wait_is_active(200, SOON)
+        .await
+        .expect("A serves again");
+    assert_eq!(p.wb.is_active().await.expect("B"), 418);
 }

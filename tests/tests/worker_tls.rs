@@ -31,6 +31,7 @@ fn spec(instances: Vec<String>, etcd: String, extra: Vec<String>) -> WorkerSpec 
         etcd_via: None,
         on_return: None,
         extra,
+        open_files: None,
     }
 }
 
