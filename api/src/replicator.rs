@@ -77,6 +77,31 @@ impl std::fmt::Display for ReplicasetState {
     }
 }
 
+/// A replicaset status with a state and a last error (both replicators').
+pub trait Stateful {
+    /// Sets the state; `error`, when given, becomes the last error (the
+    /// previous one is kept otherwise, so a reconnect does not hide why).
+    fn set_state(&mut self, state: ReplicasetState, error: Option<String>);
+}
+
+impl Stateful for GatewayReplicaset {
+    fn set_state(&mut self, state: ReplicasetState, error: Option<String>) {
+        self.state = state;
+        if error.is_some() {
+            self.last_error = error;
+        }
+    }
+}
+
+impl Stateful for DestinationReplicaset {
+    fn set_state(&mut self, state: ReplicasetState, error: Option<String>) {
+        self.state = state;
+        if error.is_some() {
+            self.last_error = error;
+        }
+    }
+}
+
 /// One source replicaset as a gateway streams it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatewayReplicaset {

@@ -66,3 +66,19 @@ impl<T: Clone> Registry<T> {
             .collect()
     }
 }
+
+/// Sets `replicaset`'s state in `cell` (`error`, when given, becomes its
+/// last error) and the replicator's state gauge `gauge`
+/// (`{replicaset="..."}`, the state's [`code`]).
+///
+/// [`code`]: tcf_api::replicator::ReplicasetState::code
+pub fn set_state<T: tcf_api::replicator::Stateful>(
+    cell: &Cell<T>,
+    gauge: &'static str,
+    replicaset: &str,
+    state: tcf_api::replicator::ReplicasetState,
+    error: Option<String>,
+) {
+    cell.lock().set_state(state, error);
+    metrics::gauge!(gauge, "replicaset" => replicaset.to_owned()).set(state.code());
+}

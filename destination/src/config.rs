@@ -2,7 +2,7 @@
 //! before anything starts (see `docs/destination.md` for every key).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tcf_common::{
     auth::{AuthConfig, Tokens},
     config::{
-        ConfigDuration, ConfigError, ConfigFile, DurationRange, Secret, check_metric_labels,
-        parse_host_port, parse_listen, resolve_secret,
+        ConfigDuration, ConfigError, ConfigFile, DurationRange, InstanceEntry, Secret,
+        check_metric_labels, parse_host_port, parse_instances, parse_listen, resolve_secret,
     },
     tls::ClientTls,
 };
@@ -48,7 +48,7 @@ struct Raw {
     replication_user: String,
     replication_password: Option<Secret>,
     replication_password_file: Option<PathBuf>,
-    target_instances: Vec<RawInstance>,
+    target_instances: Vec<InstanceEntry>,
     #[serde(default)]
     initial_position: InitialPosition,
     #[serde(default)]
@@ -69,13 +69,6 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawGateway {
     address: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInstance {
-    replicaset: String,
-    uri: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,34 +221,7 @@ impl Config {
             raw.replication_password_file.as_deref(),
             PASSWORD_ENV,
         )?;
-        if raw.target_instances.is_empty() {
-            return Err(ConfigError::invalid(
-                key("target_instances"),
-                "must list at least one instance",
-            ));
-        }
-        let mut replicasets: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut seen = HashSet::new();
-        for (i, inst) in raw.target_instances.iter().enumerate() {
-            let k = key(&format!("target_instances[{i}]"));
-            if inst.replicaset.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{k}.replicaset"),
-                    "must not be empty",
-                ));
-            }
-            let uri = parse_host_port(&format!("{k}.uri"), &inst.uri)?;
-            if !seen.insert(uri.clone()) {
-                return Err(ConfigError::invalid(
-                    format!("{k}.uri"),
-                    format!("{uri} is listed twice"),
-                ));
-            }
-            replicasets
-                .entry(inst.replicaset.clone())
-                .or_default()
-                .push(uri);
-        }
+        let replicasets = parse_instances(&key("target_instances"), &raw.target_instances)?;
         let http_listen = parse_listen(&key("http_server.listen"), &raw.http_server.listen)?;
         let tokens = Tokens::load(&key("auth"), raw.auth.as_ref())?;
         check_metric_labels(&key("metrics_labels"), &raw.metrics_labels, &[ALIAS_LABEL])?;

@@ -100,12 +100,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, rs: String, st: StatusCell, cancel: Cance
 }
 
 fn set_state(st: &StatusCell, rs: &str, state: State, error: Option<String>) {
-    let mut s = st.lock();
-    s.state = state;
-    if error.is_some() {
-        s.last_error = error;
-    }
-    metrics::gauge!(m::STATE, m::REPLICASET => rs.to_owned()).set(state.code());
+    tcf_common::status::set_state(st, m::STATE, rs, state, error);
 }
 
 async fn session(ctx: &Ctx, rs: &str, st: &StatusCell) -> End {
@@ -273,8 +268,12 @@ impl<'a> Session<'a> {
             let msg = match next {
                 Some(Ok(msg)) => msg,
                 Some(Err(status)) => {
-                    let _ = self.flush().await;
                     self.ctx.pool.failed(&self.gateway);
+                    // What arrived before the stream broke is applied first;
+                    // a failure of that apply (fatal or not) is the outcome.
+                    if let Err(e) = self.flush().await {
+                        return e;
+                    }
                     return End::Retry(format!("gateway {}: {}", self.gateway, status.message()));
                 }
                 None => return End::Retry("the gateway stream ended".into()),

@@ -2,7 +2,7 @@
 //! anything starts (see `docs/gateway.md` for every key).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tcf_common::{
     auth::{AuthConfig, Tokens},
     config::{
-        ConfigDuration, ConfigError, ConfigFile, DurationRange, Secret, check_metric_labels,
-        parse_host_port, parse_listen, resolve_secret,
+        ConfigDuration, ConfigError, ConfigFile, DurationRange, InstanceEntry, Secret,
+        check_metric_labels, parse_instances, parse_listen, resolve_secret,
     },
     tls::ServerTls,
 };
@@ -42,7 +42,7 @@ struct Raw {
     replication_user: String,
     replication_password: Option<Secret>,
     replication_password_file: Option<PathBuf>,
-    stream_instances: Vec<RawInstance>,
+    stream_instances: Vec<InstanceEntry>,
     grpc_server: RawGrpc,
     http_server: RawHttp,
     auth: Option<AuthConfig>,
@@ -67,13 +67,6 @@ struct Raw {
     poll_interval: ConfigDuration,
     #[serde(default = "default_connect_timeout")]
     connect_timeout: ConfigDuration,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInstance {
-    replicaset: String,
-    uri: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,34 +199,7 @@ impl Config {
             raw.replication_password_file.as_deref(),
             PASSWORD_ENV,
         )?;
-        if raw.stream_instances.is_empty() {
-            return Err(ConfigError::invalid(
-                key("stream_instances"),
-                "must list at least one instance",
-            ));
-        }
-        let mut replicasets: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut seen = HashSet::new();
-        for (i, inst) in raw.stream_instances.iter().enumerate() {
-            let k = key(&format!("stream_instances[{i}]"));
-            if inst.replicaset.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{k}.replicaset"),
-                    "must not be empty",
-                ));
-            }
-            parse_host_port(&format!("{k}.uri"), &inst.uri)?;
-            if !seen.insert(inst.uri.clone()) {
-                return Err(ConfigError::invalid(
-                    format!("{k}.uri"),
-                    format!("{} is listed twice", inst.uri),
-                ));
-            }
-            replicasets
-                .entry(inst.replicaset.clone())
-                .or_default()
-                .push(inst.uri.clone());
-        }
+        let replicasets = parse_instances(&key("stream_instances"), &raw.stream_instances)?;
         let grpc_listen = parse_listen(&key("grpc_server.listen"), &raw.grpc_server.listen)?;
         let tls = match (raw.grpc_server.tls, raw.grpc_server.insecure) {
             (Some(_), true) => {

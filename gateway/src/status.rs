@@ -15,13 +15,5 @@ pub type Registry = tcf_common::status::Registry<RsStatus>;
 /// Sets `replicaset`'s state and its gauge; `error`, when given, becomes
 /// `last_error` (kept otherwise).
 pub(crate) fn set_state(cell: &StatusCell, replicaset: &str, state: State, error: Option<String>) {
-    {
-        let mut s = cell.lock();
-        s.state = state;
-        if error.is_some() {
-            s.last_error = error;
-        }
-    }
-    metrics::gauge!(crate::metrics::STATE, crate::metrics::REPLICASET => replicaset.to_owned())
-        .set(state.code());
+    tcf_common::status::set_state(cell, crate::metrics::STATE, replicaset, state, error);
 }

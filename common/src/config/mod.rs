@@ -32,8 +32,8 @@ mod values;
 
 pub use keyline::find_key_line;
 pub use values::{
-    ConfigDuration, DurationRange, Secret, check_metric_labels, parse_duration, parse_endpoint,
-    parse_host_port, parse_listen, resolve_secret,
+    ConfigDuration, DurationRange, InstanceEntry, Secret, check_metric_labels, parse_duration,
+    parse_endpoint, parse_host_port, parse_instances, parse_listen, resolve_secret,
 };
 
 /// The process exit status for any configuration error (bad file, bad key,

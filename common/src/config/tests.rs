@@ -565,3 +565,27 @@ proptest::proptest! {
         let _ = load(&mutate(base, at, op, len, &text));
     }
 }
+
+#[test]
+fn instance_lists_are_normalised_grouped_and_checked_for_duplicates() {
+    let e = |rs: &str, uri: &str| InstanceEntry {
+        replicaset: rs.into(),
+        uri: uri.into(),
+    };
+    let by = parse_instances(
+        "g.stream_instances",
+        &[
+            e("rs1", " 127.0.0.1:3301 "),
+            e("rs2", "[::1]:3302"),
+            e("rs1", "tnt-2:3301"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(by["rs1"], ["127.0.0.1:3301", "tnt-2:3301"]);
+    assert_eq!(by["rs2"], ["[::1]:3302"]);
+    let dup = parse_instances("k", &[e("a", "127.0.0.1:1"), e("b", "127.0.0.1:1 ")]).unwrap_err();
+    assert_eq!(dup.key(), Some("k[1].uri"), "{dup}");
+    let empty = parse_instances("k", &[e(" ", "127.0.0.1:1")]).unwrap_err();
+    assert_eq!(empty.key(), Some("k[0].replicaset"));
+    assert!(parse_instances("k", &[]).is_err());
+}

@@ -271,6 +271,54 @@ pub fn parse_host_port(key: &str, text: &str) -> Result<String, ConfigError> {
     Ok(format!("{host}:{port}"))
 }
 
+/// One entry of a replicator's instance list (`stream_instances`,
+/// `target_instances`): `{replicaset: LABEL, uri: HOST:PORT}`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceEntry {
+    /// The replicaset's label (any non-empty text, the same on both sides).
+    pub replicaset: String,
+    /// Where the instance listens.
+    pub uri: String,
+}
+
+/// Validates the instance list at `key` and groups it by replicaset label,
+/// in list order within each: at least one entry, non-empty labels, every
+/// URI a valid connect address ([`parse_host_port`]), kept **normalised**,
+/// and no instance listed twice (compared normalised, so `localhost:3301`
+/// and `localhost:3301 ` are the same).
+pub fn parse_instances(
+    key: &str,
+    list: &[InstanceEntry],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::invalid(key, "must list at least one instance"));
+    }
+    let mut by_replicaset = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, inst) in list.iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        if inst.replicaset.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{k}.replicaset"),
+                "must not be empty",
+            ));
+        }
+        let uri = parse_host_port(&format!("{k}.uri"), &inst.uri)?;
+        if !seen.insert(uri.clone()) {
+            return Err(ConfigError::invalid(
+                format!("{k}.uri"),
+                format!("{uri} is listed twice"),
+            ));
+        }
+        by_replicaset
+            .entry(inst.replicaset.clone())
+            .or_default()
+            .push(uri);
+    }
+    Ok(by_replicaset)
+}
+
 /// Validates an HTTP(S) endpoint for `key`: `http://host:port` or
 /// `https://host:port`, with an explicit port and no path, query or
 /// credentials. Returns the parsed URI (accepted by tonic's `Endpoint`).
