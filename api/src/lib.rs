@@ -5,5 +5,7 @@
 //! | module | contract |
 //! | --- | --- |
 //! | [`replicator`] | `GET /api/v1/status` of a gateway or a destination, the replicaset states, the start/stop command body |
+//! | [`worker`] | the federation state in etcd (state, switch record, history), a worker's view for its peers, the parts of its info |
 
 pub mod replicator;
+pub mod worker;

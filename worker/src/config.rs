@@ -20,39 +20,7 @@ use tcf_iproto::ConnectOptions;
 /// Environment variable that overrides the admin password.
 pub const PASSWORD_ENV: &str = "TCF_ADMIN_PASSWORD";
 
-/// A cluster's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The application writes here.
-    Active,
-    /// Holds a copy; writes are fenced.
-    Passive,
-    /// Came back after a failover holding writes the active one lacks.
-    Diverged,
-}
-
-impl Status {
-    /// The text served by `GET /tcf/status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Passive => "passive",
-            Self::Diverged => "diverged",
-        }
-    }
-}
-
-/// Which replicator pairs run in steady state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Only the pair leaving the active cluster.
-    #[default]
-    OneWay,
-    /// Both pairs.
-    TwoWay,
-}
+pub use tcf_api::worker::{Mode, Status};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,29 +15,15 @@
 
 use std::{sync::Arc, time::Instant};
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use tcf_api::worker::Verdict;
+
 use crate::{
     Worker, failover, health, metrics as m,
-    store::{Phase, now_ms},
+    store::{Phase, SwitchKind, now_ms},
 };
-
-/// What the leader last concluded (for `GET /tcf/api/v1/info`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Verdict {
-    /// The cluster checked.
-    pub(crate) cluster: Option<String>,
-    /// Consecutive failed checks.
-    pub(crate) suspect_count: u32,
-    /// Unix ms of the first failed check of the current run.
-    pub(crate) suspect_since_ms: Option<u64>,
-    /// Why the last check failed.
-    pub(crate) problem: Option<String>,
-    /// Why the last automatic failover did not happen.
-    pub(crate) failover_blocked: Option<String>,
-}
 
 /// Runs the checks until `stop`; acts only while this worker leads.
 pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
@@ -153,7 +139,8 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
         if count < c.max_suspect_counts || first.elapsed() < c.failover_timeout {
             continue;
         }
-        if let Some(s) = switch.filter(|s| s.kind == "failover" && s.phase == Phase::Done) {
+        if let Some(s) = switch.filter(|s| s.kind == SwitchKind::Failover && s.phase == Phase::Done)
+        {
             let age = now_ms().saturating_sub(s.started_ms);
             if u128::from(age) < c.immunity_period.as_millis() {
                 let why = format!(

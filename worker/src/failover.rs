@@ -25,13 +25,17 @@ use std::{collections::BTreeMap, time::Instant};
 use tcf_iproto::Vclock;
 use tracing::{info, warn};
 
+use tcf_api::worker::{HistoryOutcome, Status, SwitchKind};
+
 use crate::{
     Worker,
-    config::Status,
     election::Leadership,
     health, replicators,
-    store::{Phase, StoreError, SwitchRecord, now_ms},
-    switch::history,
+    store::{Phase, StoreError, SwitchRecord},
+    switch::{
+        history,
+        start::{Plan, StartError},
+    },
 };
 
 /// A failover that did not happen.
@@ -40,9 +44,13 @@ pub(crate) enum FailoverError {
     /// etcd did not answer.
     #[error("etcd: {0}")]
     Etcd(#[from] StoreError),
-    /// The state does not allow it (no active cluster, peer not passive).
+    /// The state does not allow one (a switch under way, no active
+    /// cluster, the peer not passive) or it changed meanwhile.
     #[error("{0}")]
-    Refused(String),
+    Start(#[from] StartError),
+    /// This worker drives no replicators, so it cannot stop the pair.
+    #[error("this worker has no `replication` section: it cannot stop the pair")]
+    NoReplication,
     /// The peer cannot take over.
     #[error("cluster {cluster} cannot be promoted: {why}")]
     NotPromotable {
@@ -89,30 +97,8 @@ pub(crate) async fn fail_over(
 ) -> Result<Outcome, FailoverError> {
     let started = Instant::now();
     let _acting = w.acting.lock().await;
-    let ((state, state_rev), (switch, switch_rev)) = w.store.snapshot().await?;
-    let state = state.ok_or_else(|| FailoverError::Refused("no federation state".into()))?;
-    if let Some(s) = switch.filter(|s| !s.phase.is_final()) {
-        return Err(FailoverError::Refused(format!(
-            "a {} from {} to {} is in progress (phase {:?}); it ends by its deadline",
-            s.kind, s.from, s.to, s.phase
-        )));
-    }
-    let from = state
-        .active()
-        .ok_or_else(|| FailoverError::Refused("no cluster is active".into()))?
-        .to_owned();
-    let to = if from == w.cfg.cluster {
-        w.cfg.peer.clone()
-    } else {
-        w.cfg.cluster.clone()
-    };
-    if state.status(&to) != Some(Status::Passive) {
-        let why = format!(
-            "it is {}",
-            state.status(&to).map_or("absent", Status::as_str)
-        );
-        return Err(FailoverError::NotPromotable { cluster: to, why });
-    }
+    let plan = Plan::read(w).await?;
+    let (from, to) = (plan.from.clone(), plan.to.clone());
     let probe = health::of(w, &to)
         .await
         .map_err(|e| FailoverError::NotPromotable {
@@ -122,34 +108,22 @@ pub(crate) async fn fail_over(
     if let Some(why) = probe.promotion_problem() {
         return Err(FailoverError::NotPromotable { cluster: to, why });
     }
-    let r = w.cfg.replication.as_ref().ok_or_else(|| {
-        FailoverError::Refused(
-            "this worker has no `replication` section: it cannot stop the pair".into(),
-        )
-    })?;
-    let term = state.term + 1;
-    let mut rec = SwitchRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: "failover".into(),
-        from: from.clone(),
-        to: to.clone(),
-        term,
-        phase: Phase::Failover,
-        deadline_ms: now_ms() + w.cfg.switchover_timeout.as_millis() as u64,
-        started_ms: now_ms(),
+    let r = w
+        .cfg
+        .replication
+        .as_ref()
+        .ok_or(FailoverError::NoReplication)?;
+    let mut rec = plan.record(
+        w,
+        SwitchKind::Failover,
         requested_by,
-        fence_vclocks: BTreeMap::new(),
-        error: Some(reason.to_owned()),
-        loss_point: BTreeMap::new(),
-    };
+        Some(reason.to_owned()),
+    );
+    let term = rec.term;
+    let state = plan.state.clone();
+    let state_rev = plan.state_rev;
     let guard = leader.map(|l| (l.key.as_slice(), l.create_rev));
-    let Some(switch_rev) = w
-        .store
-        .put_switch(state_rev, switch_rev, &rec, guard)
-        .await?
-    else {
-        return Err(FailoverError::Conflict);
-    };
+    let switch_rev = plan.write(w, &rec, guard).await?;
     let loss_point = match isolate(w, r, &rec, &probe).await {
         Ok(lp) => lp,
         Err(e) => {
@@ -158,7 +132,13 @@ pub(crate) async fn fail_over(
             let mut undo = rec.clone();
             undo.phase = Phase::RolledBack;
             undo.error = Some(format!("{reason}: {e}"));
-            let entry = history(&undo, state.term, "rolled_back", &w.id, BTreeMap::new());
+            let entry = history(
+                &undo,
+                state.term,
+                HistoryOutcome::RolledBack,
+                &w.id,
+                BTreeMap::new(),
+            );
             if let Err(re) = w.store.roll_back(switch_rev, &undo, &entry).await {
                 warn!(%from, %to, "failover record not rolled back ({re}); its deadline will");
             }
@@ -172,7 +152,7 @@ pub(crate) async fn fail_over(
     rec.phase = Phase::Done;
     rec.loss_point.clone_from(&loss_point);
     let by = format!("{} ({reason})", w.id);
-    let entry = history(&rec, term, "done", &by, loss_point.clone());
+    let entry = history(&rec, term, HistoryOutcome::Done, &by, loss_point.clone());
     if !w
         .store
         .flip(state_rev, &next, switch_rev, &rec, &entry, guard)

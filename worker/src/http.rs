@@ -30,7 +30,8 @@ use tcf_common::auth::{Role, check};
 
 use crate::{
     Status, Worker,
-    store::{Phase, SwitchRecord, now_ms},
+    store::{Phase, SwitchRecord},
+    switch::start::StartError,
 };
 
 #[derive(Clone)]
@@ -73,14 +74,14 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
                 "this cluster is not in the federation state",
             ),
         },
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
 async fn is_active(State(ctx): State<Ctx>) -> Response {
     let state = match ctx.w.confirmed_state() {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     match state.status(&ctx.w.cfg.cluster) {
         Some(Status::Active)
@@ -119,67 +120,16 @@ async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         Err(e) => return e.into_response(),
     };
     let w = &ctx.w;
-    let ((state, state_rev), (switch, switch_rev)) = match w.store.snapshot().await {
-        Ok(((Some(s), rev), switch)) => ((s, rev), switch),
-        Ok(((None, _), _)) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no federation state in etcd",
-            );
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
+    let by = format!("{} (role {})", w.id, role.as_str());
+    let rec = match crate::switch::start::switchover(w, by).await {
+        Ok(rec) => rec,
+        Err(e) => return error(start_error_status(&e), e.to_string()),
     };
-    if let Some(s) = switch.as_ref().filter(|s| !s.phase.is_final()) {
-        return error(
-            StatusCode::CONFLICT,
-            format!(
-                "a switch from {} to {} is in progress (phase {:?})",
-                s.from, s.to, s.phase
-            ),
-        );
-    }
-    let Some(from) = state.active().map(str::to_owned) else {
-        return error(StatusCode::CONFLICT, "no cluster is active");
-    };
-    let to = if from == w.cfg.cluster {
-        w.cfg.peer.clone()
-    } else {
-        w.cfg.cluster.clone()
-    };
-    if state.status(&to) != Some(Status::Passive) {
-        return error(
-            StatusCode::CONFLICT,
-            format!("cluster {to} is not passive: it cannot become active"),
-        );
-    }
+    let (from, to) = (rec.from.clone(), rec.to.clone());
     let started = Instant::now();
-    let rec = SwitchRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: "switchover".into(),
-        from: from.clone(),
-        to: to.clone(),
-        term: state.term + 1,
-        phase: Phase::Fence,
-        deadline_ms: now_ms() + w.cfg.switchover_timeout.as_millis() as u64,
-        started_ms: now_ms(),
-        requested_by: format!("{} (role {})", w.id, role.as_str()),
-        fence_vclocks: Default::default(),
-        error: None,
-        loss_point: Default::default(),
-    };
-    match w.store.put_switch(state_rev, switch_rev, &rec, None).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return error(
-                StatusCode::CONFLICT,
-                "the state changed while starting the switch (another switch won)",
-            );
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}")),
-    }
     // Wait for the outcome (any worker may carry the phases).
     let limit = w.cfg.switchover_timeout + w.cfg.poll_interval * 10;
-    let outcome = tcf_common_wait(w, &rec.id, limit).await;
+    let outcome = wait_outcome(w, &rec.id, limit).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Some(done) if done.phase == Phase::Done => Json(json!({
@@ -196,7 +146,18 @@ async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn tcf_common_wait(w: &Worker, id: &str, limit: std::time::Duration) -> Option<SwitchRecord> {
+/// The HTTP status for a switch that did not start.
+fn start_error_status(e: &StartError) -> StatusCode {
+    match e {
+        StartError::Etcd(_) | StartError::NoState => StatusCode::SERVICE_UNAVAILABLE,
+        StartError::InProgress { .. }
+        | StartError::NoActive
+        | StartError::NotPassive { .. }
+        | StartError::Conflict => StatusCode::CONFLICT,
+    }
+}
+
+async fn wait_outcome(w: &Worker, id: &str, limit: std::time::Duration) -> Option<SwitchRecord> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if let Ok((Some(s), _)) = w.store.switch().await
@@ -263,10 +224,12 @@ async fn failover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     match crate::failover::fail_over(&ctx.w, "manual", by, None).await {
         Ok(o) => Json(json!({ "result": "done", "failover": o })).into_response(),
         Err(e) => {
-            let code = match e {
-                crate::failover::FailoverError::Etcd(_) => StatusCode::SERVICE_UNAVAILABLE,
-                crate::failover::FailoverError::Replicators { .. } => StatusCode::BAD_GATEWAY,
-                _ => StatusCode::CONFLICT,
+            use crate::failover::FailoverError as F;
+            let code = match &e {
+                F::Etcd(_) => StatusCode::SERVICE_UNAVAILABLE,
+                F::Start(s) => start_error_status(s),
+                F::Replicators { .. } => StatusCode::BAD_GATEWAY,
+                F::NoReplication | F::NotPromotable { .. } | F::Conflict => StatusCode::CONFLICT,
             };
             error(code, e.to_string())
         }

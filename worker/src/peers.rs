@@ -9,22 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tcf_common::http_client::request;
 use tracing::{info, warn};
 
-use crate::{Worker, store::FedState};
+use crate::Worker;
 
-/// A worker's view, as served to its peers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerView {
-    /// The serving worker's cluster.
-    pub cluster: String,
-    /// Its last state (from etcd, or adopted from a peer).
-    pub state: Option<FedState>,
-    /// Whether that state was read from etcd within `fencing_timeout`.
-    pub etcd_fresh: bool,
-}
+pub use tcf_api::worker::PeerView;
 
 /// Asks every peer worker at once. The newest state any of them holds wins:
 /// a newer term than this worker's is adopted (not as a confirmation); the

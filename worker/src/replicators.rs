@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-use serde::{Serialize, de::DeserializeOwned};
-use tcf_api::replicator::{Command, DestinationStatus, GatewayStatus};
+use serde::de::DeserializeOwned;
+use tcf_api::{
+    replicator::{Command, DestinationStatus},
+    worker::{PairInfo, ReplicatorsInfo, Reported},
+};
 use tcf_common::http_client::{HttpClientError, request};
 
 use crate::config::{Mode, OnReturn, Pair, Replication, Status};
@@ -180,37 +183,8 @@ pub(crate) async fn status<T: DeserializeOwned>(url: &str, token: &str) -> Resul
     })
 }
 
-/// A replicator's status as the worker reports it: what it answered, or
-/// why it did not.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub(crate) enum Reported<T> {
-    /// Its status.
-    Status(T),
-    /// Why there is none.
-    Error {
-        /// The failure.
-        error: String,
-    },
-}
-
-/// Both replicators of a pair.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct PairInfo {
-    pub(crate) gateway: Reported<GatewayStatus>,
-    pub(crate) destination: Reported<DestinationStatus>,
-}
-
-/// The replicators' status for `GET /tcf/api/v1/info`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Info {
-    pub(crate) mode: Mode,
-    pub(crate) outgoing: PairInfo,
-    pub(crate) incoming: PairInfo,
-}
-
 /// The status of both pairs, asked at once.
-pub(crate) async fn info(r: &Replication) -> Info {
+pub(crate) async fn info(r: &Replication) -> ReplicatorsInfo {
     let token = r.token.expose();
     async fn one<T: DeserializeOwned>(url: &str, token: &str) -> Reported<T> {
         match status(url, token).await {
@@ -229,7 +203,7 @@ pub(crate) async fn info(r: &Replication) -> Info {
         }
     }
     let (outgoing, incoming) = tokio::join!(pair(&r.outgoing, token), pair(&r.incoming, token));
-    Info {
+    ReplicatorsInfo {
         mode: r.mode,
         outgoing,
         incoming,

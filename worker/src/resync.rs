@@ -24,6 +24,8 @@ use serde::Serialize;
 use tcf_iproto::{Connection, Vclock};
 use tracing::info;
 
+use tcf_api::worker::{HistoryOutcome, SwitchKind};
+
 use crate::{
     Worker,
     config::Status,
@@ -105,7 +107,7 @@ pub(crate) async fn resync(
             ResyncError::Refused("this worker has no `replication` section".into())
         })?;
     let loss: BTreeMap<String, Vclock> = switch
-        .filter(|s| s.kind == "failover" && s.from == me)
+        .filter(|s| s.kind == SwitchKind::Failover && s.from == me)
         .map(|s| s.loss_point)
         .unwrap_or_default();
     let probe = health::probe_local(w).await;
@@ -158,8 +160,8 @@ pub(crate) async fn resync(
     next.clusters.insert(me.clone(), Status::Passive);
     let entry = HistoryEntry {
         term: state.term,
-        kind: "resync".into(),
-        outcome: "done".into(),
+        kind: SwitchKind::Resync,
+        outcome: HistoryOutcome::Done,
         from: me.clone(),
         to: w.cfg.peer.clone(),
         at_ms: now_ms(),

@@ -10,119 +10,11 @@
 use std::collections::BTreeMap;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
-use serde::{Deserialize, Serialize};
-use tcf_iproto::Vclock;
+use serde::Serialize;
 
-use crate::config::Status;
-
-/// Both clusters' statuses and the term.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FedState {
-    /// Grows by one on every switch; 0 is the bootstrap state.
-    pub term: u64,
-    /// Status by cluster name.
-    pub clusters: BTreeMap<String, Status>,
-}
-
-impl FedState {
-    /// The status of `cluster`, if known.
-    pub fn status(&self, cluster: &str) -> Option<Status> {
-        self.clusters.get(cluster).copied()
-    }
-
-    /// The active cluster, if any.
-    pub fn active(&self) -> Option<&str> {
-        self.clusters
-            .iter()
-            .find(|(_, s)| **s == Status::Active)
-            .map(|(c, _)| c.as_str())
-    }
-}
-
-/// Phases of a planned switchover from `from` to `to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// `from`'s workers fence it and record each master's vclock after the fence.
-    Fence,
-    /// `to`'s workers wait until its incoming destination processed up to them.
-    Drain,
-    /// `to`'s workers start the pair leaving `to` and wait until it streams.
-    Reverse,
-    /// Any worker flips the state (term + 1).
-    Flip,
-    /// A failover is under way: its driver stops the pair leaving `from`,
-    /// reads the loss point and flips to `done` (or the deadline rolls it
-    /// back); meanwhile that pair stays stopped and `from` fenced.
-    Failover,
-    /// Finished: `to` is active.
-    Done,
-    /// Deadline passed before the flip: `from` stays active and is unfenced.
-    RolledBack,
-}
-
-impl Phase {
-    /// Whether the switch is over.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Done | Self::RolledBack)
-    }
-}
-
-/// A switch in progress (or the last one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SwitchRecord {
-    /// Unique id.
-    pub id: String,
-    /// `switchover` (planned) or `failover`.
-    pub kind: String,
-    /// The cluster that was active.
-    pub from: String,
-    /// The cluster becoming active.
-    pub to: String,
-    /// The term the switch produces (state term + 1 when it started).
-    pub term: u64,
-    /// Current phase.
-    pub phase: Phase,
-    /// Unix milliseconds after which an unfinished switch is rolled back.
-    pub deadline_ms: u64,
-    /// Unix milliseconds when it was requested.
-    pub started_ms: u64,
-    /// Who asked (worker id and client).
-    pub requested_by: String,
-    /// Each of `from`'s masters' vclock after the fence, by replicaset UUID.
-    pub fence_vclocks: BTreeMap<String, Vclock>,
-    /// Why it was rolled back.
-    pub error: Option<String>,
-    /// A failover's loss point: the new active's applied position from the
-    /// old one, by source replicaset UUID (empty for a switchover).
-    #[serde(default)]
-    pub loss_point: BTreeMap<String, Vclock>,
-}
-
-/// One switch outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// The term after the switch (the old term for a rollback).
-    pub term: u64,
-    /// `switchover`, `failover` or `resync`.
-    pub kind: String,
-    /// `done` or `rolled_back`.
-    pub outcome: String,
-    /// Old active.
-    pub from: String,
-    /// New active.
-    pub to: String,
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    /// Who asked.
-    pub by: String,
-    /// Position the new active had applied from the old one (none lost in a
-    /// planned switchover: equal to the fence vclocks).
-    pub loss_point: BTreeMap<String, Vclock>,
-    /// Kind-specific details (a resync's tail report).
-    #[serde(default)]
-    pub detail: Option<serde_json::Value>,
-}
+pub use tcf_api::worker::{
+    FedState, HistoryEntry, HistoryOutcome, Phase, SwitchKind, SwitchRecord,
+};
 
 /// An etcd failure.
 #[derive(Debug, thiserror::Error)]
@@ -418,7 +310,12 @@ impl Store {
     }
 
     fn history_key(&self, e: &HistoryEntry) -> String {
-        format!("{}{:020}-{}", self.history_prefix, e.at_ms, e.outcome)
+        format!(
+            "{}{:020}-{}",
+            self.history_prefix,
+            e.at_ms,
+            e.outcome.as_str()
+        )
     }
 
     /// The newest `limit` history entries, newest first.

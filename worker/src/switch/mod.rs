@@ -1,18 +1,68 @@
 //! Planned switchover, one phase at a time, driven by the switch record in
 //! etcd so that any worker can finish or roll back a switch whose driver
 //! died. Each step is idempotent and moves the record with a compare-and-set.
+//! Starting a switch (its checks and its record, shared with a failover) is
+//! [`start`].
+
+pub(crate) mod start;
 
 use std::collections::BTreeMap;
 
-use tcf_api::replicator::DestinationStatus;
+use tcf_api::{
+    replicator::DestinationStatus,
+    worker::{HistoryOutcome, Mode, Status},
+};
+use tcf_iproto::Vclock;
 use tracing::{info, warn};
 
 use crate::{
-    Worker,
-    config::{Mode, Status},
-    fence, replicators,
-    store::{FedState, HistoryEntry, Phase, SwitchRecord, now_ms},
+    Worker, fence,
+    replicators::{self, CommandError},
+    store::{FedState, HistoryEntry, Phase, StoreError, SwitchRecord, now_ms},
 };
+
+/// Why a step of a switch did not happen this poll (it is tried again at
+/// the next one, until the record's deadline).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StepError {
+    /// etcd did not answer.
+    #[error("{0}")]
+    Etcd(#[from] StoreError),
+    /// Fencing the old active failed.
+    #[error("fencing {cluster}: {source}")]
+    Fence {
+        /// This cluster.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: fence::FenceError,
+    },
+    /// The old active has no writable instance to fence.
+    #[error("fencing {cluster}: no writable instance answers")]
+    NoMaster {
+        /// This cluster.
+        cluster: String,
+    },
+    /// This worker drives no replicators.
+    #[error("no `replication` configured: this worker cannot drive the pairs")]
+    NoReplication,
+    /// A replicator did not answer or refused.
+    #[error("{0}")]
+    Replicator(#[from] CommandError),
+    /// The incoming pair has not applied everything up to the fence yet.
+    #[error("replicaset {replicaset}: applied {applied:?}, waiting for {fenced_at}")]
+    Draining {
+        /// The source replicaset UUID.
+        replicaset: String,
+        /// What is applied.
+        applied: Option<Vclock>,
+        /// The old active's vclock after the fence.
+        fenced_at: Vclock,
+    },
+    /// The reverse pair does not stream yet.
+    #[error("waiting for the reverse pair to stream")]
+    Reversing,
+}
 
 /// Advances the switch record `rec` (read at `rev`) by one step if this
 /// worker can; returns a message when a step failed (retried next poll).
@@ -22,7 +72,7 @@ pub(crate) async fn step(
     state_rev: i64,
     mut rec: SwitchRecord,
     rev: i64,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let me = w.cfg.cluster.as_str();
     if rec.phase.is_final() {
         return Ok(());
@@ -31,12 +81,14 @@ pub(crate) async fn step(
         let phase = rec.phase;
         rec.phase = Phase::RolledBack;
         rec.error = Some(format!("deadline passed in phase {phase:?}"));
-        let entry = history(&rec, state.term, "rolled_back", &w.id, BTreeMap::new());
-        if w.store
-            .roll_back(rev, &rec, &entry)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let entry = history(
+            &rec,
+            state.term,
+            HistoryOutcome::RolledBack,
+            &w.id,
+            BTreeMap::new(),
+        );
+        if w.store.roll_back(rev, &rec, &entry).await? {
             warn!(from = %rec.from, to = %rec.to, ?phase, "switchover rolled back: deadline passed");
             metrics::counter!(crate::metrics::SWITCHES, crate::metrics::OUTCOME => "rolled_back")
                 .increment(1);
@@ -53,9 +105,14 @@ pub(crate) async fn step(
                 &w.cfg.dml_users,
             )
             .await
-            .map_err(|e| format!("fencing {me}: {e}"))?;
+            .map_err(|source| StepError::Fence {
+                cluster: me.to_owned(),
+                source,
+            })?;
             if report.masters.is_empty() {
-                return Err(format!("fencing {me}: no writable instance answers"));
+                return Err(StepError::NoMaster {
+                    cluster: me.to_owned(),
+                });
             }
             info!(term = rec.term, masters = ?report.masters, "fenced for the switchover");
             rec.fence_vclocks = report.vclocks;
@@ -63,25 +120,18 @@ pub(crate) async fn step(
             put(w, state_rev, rev, &rec).await
         }
         Phase::Drain if rec.to == me => {
-            let r = w
-                .cfg
-                .replication
-                .as_ref()
-                .ok_or("no `replication` configured: cannot check the drain")?;
+            let r = w.cfg.replication.as_ref().ok_or(StepError::NoReplication)?;
             let status: DestinationStatus =
-                replicators::status(&r.incoming.destination, r.token.expose())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                replicators::status(&r.incoming.destination, r.token.expose()).await?;
             let positions = status.applied_by_source();
             for (uuid, fenced_at) in &rec.fence_vclocks {
                 let applied = positions.get(uuid);
-                match applied {
-                    Some(a) if fenced_at.le(a) => {}
-                    other => {
-                        return Err(format!(
-                            "replicaset {uuid}: applied {other:?}, waiting for {fenced_at}"
-                        ));
-                    }
+                if !applied.is_some_and(|a| fenced_at.le(a)) {
+                    return Err(StepError::Draining {
+                        replicaset: uuid.clone(),
+                        applied: applied.cloned(),
+                        fenced_at: fenced_at.clone(),
+                    });
                 }
             }
             info!(
@@ -92,22 +142,14 @@ pub(crate) async fn step(
             put(w, state_rev, rev, &rec).await
         }
         Phase::Reverse if rec.to == me => {
-            let r = w
-                .cfg
-                .replication
-                .as_ref()
-                .ok_or("no `replication` configured")?;
+            let r = w.cfg.replication.as_ref().ok_or(StepError::NoReplication)?;
             if r.mode == Mode::OneWay {
-                replicators::set_pair(&r.outgoing, r.token.expose(), true, rec.term)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                replicators::set_pair(&r.outgoing, r.token.expose(), true, rec.term).await?;
             }
             let status: DestinationStatus =
-                replicators::status(&r.outgoing.destination, r.token.expose())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                replicators::status(&r.outgoing.destination, r.token.expose()).await?;
             if !status.all_streaming() {
-                return Err("waiting for the reverse pair to stream".into());
+                return Err(StepError::Reversing);
             }
             rec.phase = Phase::Flip;
             put(w, state_rev, rev, &rec).await
@@ -118,13 +160,12 @@ pub(crate) async fn step(
             next.clusters.insert(rec.from.clone(), Status::Passive);
             next.clusters.insert(rec.to.clone(), Status::Active);
             let loss = rec.fence_vclocks.clone();
-            let entry = history(&rec, rec.term, "done", &w.id, loss);
+            let entry = history(&rec, rec.term, HistoryOutcome::Done, &w.id, loss);
             let mut done = rec.clone();
             done.phase = Phase::Done;
             if w.store
                 .flip(state_rev, &next, rev, &done, &entry, None)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
             {
                 info!(term = rec.term, active = %rec.to, "switchover done");
                 metrics::counter!(crate::metrics::SWITCHES, crate::metrics::OUTCOME => "done")
@@ -136,12 +177,9 @@ pub(crate) async fn step(
     }
 }
 
-async fn put(w: &Worker, state_rev: i64, rev: i64, rec: &SwitchRecord) -> Result<(), String> {
-    w.store
-        .put_switch(state_rev, rev, rec, None)
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+async fn put(w: &Worker, state_rev: i64, rev: i64, rec: &SwitchRecord) -> Result<(), StepError> {
+    w.store.put_switch(state_rev, rev, rec, None).await?;
+    Ok(())
 }
 
 /// The history entry closing `rec` with `outcome` at `term`, written by
@@ -149,14 +187,14 @@ async fn put(w: &Worker, state_rev: i64, rev: i64, rec: &SwitchRecord) -> Result
 pub(crate) fn history(
     rec: &SwitchRecord,
     term: u64,
-    outcome: &str,
+    outcome: HistoryOutcome,
     by: &str,
-    loss_point: BTreeMap<String, tcf_iproto::Vclock>,
+    loss_point: BTreeMap<String, Vclock>,
 ) -> HistoryEntry {
     HistoryEntry {
         term,
-        kind: rec.kind.clone(),
-        outcome: outcome.into(),
+        kind: rec.kind,
+        outcome,
         from: rec.from.clone(),
         to: rec.to.clone(),
         at_ms: now_ms(),
