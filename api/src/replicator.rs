@@ -362,3 +362,21 @@ mod tests {
         assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"term":3}"#);
     }
 }
+
+#[cfg(test)]
+mod untagged {
+    use crate::worker::Reported;
+
+    #[test]
+    fn vclocks_parse_inside_untagged_enums() {
+        let j = r#"{"destination":"d","cluster":"B","running":true,"term":0,"replicasets":{"rs1":{"state":"streaming","gateway":null,"target_instance":null,"source_uuid":null,"applied_vclock":{"1":46},"source_vclock":{},"lag_seconds":0.0,"lag_lsn":0,"transactions_applied":0,"rows_applied":0,"last_error":null}}}"#;
+        let r: Reported<super::DestinationStatus> = serde_json::from_str(j).unwrap();
+        let Reported::Status(s) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(s.replicasets["rs1"].applied_vclock.get(1), 46);
+        let e: Reported<super::DestinationStatus> =
+            serde_json::from_str(r#"{"error": "refused"}"#).unwrap();
+        assert!(matches!(e, Reported::Error { .. }));
+    }
+}

@@ -294,3 +294,76 @@ pub struct CoordinatorInfo {
     /// What it last concluded (empty unless it leads).
     pub verdict: Verdict,
 }
+
+/// One master's count of unmarked writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmarkedReading {
+    /// The instance (`host:port`, as configured).
+    pub uri: String,
+    /// Its replicaset UUID.
+    pub replicaset: String,
+    /// Unmarked writes it counted since its triggers were installed.
+    pub count: u64,
+}
+
+/// The unmarked-write alarm: writes not made by tcf on a cluster that is
+/// not active (`docs/worker.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmarkedCommits {
+    /// Raised by an unmarked write seen while the cluster is not active;
+    /// lowered when it becomes active.
+    pub alarm: bool,
+    /// Unmarked writes seen since the cluster was last active.
+    pub count: u64,
+    /// When the alarm was raised (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// The last reading of each master, by instance UUID.
+    pub instances: BTreeMap<String, UnmarkedReading>,
+    /// Why the last reading failed (joined with `; `), `null` after a success.
+    pub error: Option<String>,
+}
+
+/// A worker's `GET /tcf/api/v1/info`: what it knows of the federation, its
+/// cluster and the replicators it drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    /// The federation's name.
+    pub federation: String,
+    /// This worker's cluster.
+    pub cluster: String,
+    /// The other cluster.
+    pub peer: String,
+    /// This worker's id (`CLUSTER@LISTEN`).
+    pub worker: String,
+    /// The term, when a state is known.
+    pub term: Option<u64>,
+    /// Both clusters' statuses, when a state is known.
+    pub clusters: Option<BTreeMap<String, Status>>,
+    /// The state was not read from etcd within `fencing_timeout`.
+    pub stale: bool,
+    /// The state is confirmed (etcd or a peer worker) within
+    /// `fencing_timeout`: `is_active` answers 200/418, not 503.
+    pub confirmed: bool,
+    /// The last etcd failure.
+    pub etcd_error: Option<String>,
+    /// The switch in progress, or the last one.
+    pub switch: Option<SwitchRecord>,
+    /// Why the last step of the switch did not happen.
+    pub switch_error: Option<String>,
+    /// The fence as last applied to this cluster.
+    pub fence: Option<FenceState>,
+    /// Why the last fence failed.
+    pub fence_error: Option<String>,
+    /// Why the last reconciliation of the replicators failed.
+    pub replicator_error: Option<String>,
+    /// The unmarked-write alarm.
+    pub unmarked_commits: UnmarkedCommits,
+    /// The replicators this worker drives (none without `replication`).
+    pub replicators: Option<ReplicatorsInfo>,
+    /// The newest switch outcomes, newest first.
+    pub history: Vec<HistoryEntry>,
+    /// The elected coordinator's id.
+    pub leader: Option<String>,
+    /// This worker's coordinator role.
+    pub coordinator: CoordinatorInfo,
+}

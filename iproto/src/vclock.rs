@@ -153,10 +153,45 @@ impl serde::Serialize for Vclock {
     }
 }
 
+/// A vclock component id as a map key: an integer, or an integer in a
+/// string (JSON object keys are strings, and serde's buffered content, as in
+/// untagged enums, does not turn them back into integers).
+#[cfg(feature = "serde")]
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct ComponentId(u32);
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ComponentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ComponentId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a vclock component id")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ComponentId, E> {
+                u32::try_from(v)
+                    .map(ComponentId)
+                    .map_err(|_| E::custom(format!("vclock component id {v} is too large")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ComponentId, E> {
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| E::custom(format!("vclock component id '{v}' is not a number")))?;
+                self.visit_u64(n)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Vclock {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<u32, u64>::deserialize(d)?;
+        let map: BTreeMap<u32, u64> = BTreeMap::<ComponentId, u64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k.0, v))
+            .collect();
         if let Some(id) = map.keys().find(|id| **id >= VCLOCK_MAX) {
             return Err(serde::de::Error::custom(format!(
                 "vclock component id {id} is too large"

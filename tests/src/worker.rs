@@ -191,7 +191,9 @@ impl RunningWorker {
         http::json(&r)
     }
 
-    /// `GET /tcf/api/v1/info` as JSON.
+    /// `GET /tcf/api/v1/info` as JSON. Every answer must also parse as the
+    /// contract's [`tcf_api::worker::Info`] (an error otherwise), so a
+    /// worker that drifts from its contract fails the tests that read it.
     pub async fn info(&self) -> anyhow::Result<serde_json::Value> {
         let r = http::request(
             "GET",
@@ -204,6 +206,8 @@ impl RunningWorker {
         if r.status != 200 {
             bail!("info answered {}: {}", r.status, r.body);
         }
+        serde_json::from_str::<tcf_api::worker::Info>(&r.body)
+            .map_err(|e| anyhow::anyhow!("info is not tcf_api::worker::Info: {e}: {}", r.body))?;
         http::json(&r)
     }
 

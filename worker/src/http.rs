@@ -26,6 +26,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tcf_api::worker::{CoordinatorInfo, FenceState, Info, UnmarkedCommits, UnmarkedReading};
 use tcf_common::auth::{Role, check};
 
 use crate::{
@@ -187,31 +188,49 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         Some(r) => Some(crate::replicators::info(r).await),
         None => None,
     };
-    Json(json!({
-        "federation": w.cfg.federation,
-        "cluster": w.cfg.cluster,
-        "peer": w.cfg.peer,
-        "worker": w.id,
-        "term": v.state.as_ref().map(|s| s.term),
-        "clusters": v.state.as_ref().map(|s| &s.clusters),
-        "stale": !w.etcd_fresh(),
-        "confirmed": confirmed,
-        "etcd_error": v.etcd_error,
-        "switch": v.switch,
-        "switch_error": v.switch_error,
-        "fence": v.fence.map(|(fenced, term)| json!({ "fenced": fenced, "term": term })),
-        "fence_error": v.fence_error,
-        "replicator_error": v.replicator_error,
-        "unmarked_commits": v.unmarked,
-        "replicators": replicators,
-        "history": history,
-        "leader": v.leader,
-        "coordinator": {
-            "enabled": w.cfg.coordinator.enabled,
-            "leading": w.campaign.leading(w.cfg.coordinator.lease_ttl).is_some(),
-            "verdict": w.verdict().clone(),
+    let unmarked = &v.unmarked;
+    Json(Info {
+        federation: w.cfg.federation.clone(),
+        cluster: w.cfg.cluster.clone(),
+        peer: w.cfg.peer.clone(),
+        worker: w.id.clone(),
+        term: v.state.as_ref().map(|s| s.term),
+        clusters: v.state.as_ref().map(|s| s.clusters.clone()),
+        stale: !w.etcd_fresh(),
+        confirmed,
+        etcd_error: v.etcd_error.clone(),
+        switch: v.switch.clone(),
+        switch_error: v.switch_error.clone(),
+        fence: v.fence.map(|(fenced, term)| FenceState { fenced, term }),
+        fence_error: v.fence_error.clone(),
+        replicator_error: v.replicator_error.clone(),
+        unmarked_commits: UnmarkedCommits {
+            alarm: unmarked.alarm,
+            count: unmarked.count,
+            since_ms: unmarked.since_ms,
+            instances: unmarked
+                .instances
+                .iter()
+                .map(|(uuid, r)| {
+                    let reading = UnmarkedReading {
+                        uri: r.uri.clone(),
+                        replicaset: r.replicaset.clone(),
+                        count: r.count,
+                    };
+                    (uuid.clone(), reading)
+                })
+                .collect(),
+            error: unmarked.error.clone(),
         },
-    }))
+        replicators,
+        history,
+        leader: v.leader.clone(),
+        coordinator: CoordinatorInfo {
+            enabled: w.cfg.coordinator.enabled,
+            leading: w.campaign.leading(w.cfg.coordinator.lease_ttl).is_some(),
+            verdict: w.verdict().clone(),
+        },
+    })
     .into_response()
 }
 
