@@ -1,4 +1,4 @@
-//! The anonymous-replica side of iproto against a real Tarantool 2.6:
+//! The anonymous-replica side of iproto against a real Tarantool (2.6, 2.11, 3.x):
 //! FETCH_SNAPSHOT, SUBSCRIBE, transactions, acks, liveness and WAL gaps.
 
 use std::time::Duration;
@@ -16,15 +16,30 @@ const REPL_PASSWORD: &str = "repl-secret";
 /// Deadline for anything that should happen within a few heartbeats.
 const SOON: Duration = Duration::from_secs(30);
 
+/// Claims the synchronous queue on the master where that exists: 2.10+
+/// refuse synchronous writes while it belongs to nobody
+/// (`ER_SYNCHRO_QUEUE_UNCLAIMED`); 2.6.0 has neither the queue owner nor
+/// `box.ctl.promote`.
+const CLAIM_SYNCHRO_QUEUE: &str = "if box.ctl.promote ~= nil and box.info.synchro ~= nil \
+     and box.info.synchro.queue.owner == 0 then box.ctl.promote() end";
+
+/// 3.3+ persist an anonymous subscriber's WAL GC consumer in
+/// `_gc_consumers` as the subscribing user: it needs `write` there (the
+/// `replication` role has it on 3.3+).
+const GC_CONSUMERS_GRANT: &str = "if box.space._gc_consumers ~= nil then \
+     box.schema.user.grant('repl', 'write', 'space', '_gc_consumers') end";
+
 fn options(name: &str) -> TarantoolOptions {
     tcf_tests::init_tracing();
     TarantoolOptions::new(name)
         .space(SpaceSpec::new("test"))
         .space(SpaceSpec::new("loc").local())
         .space(SpaceSpec::new("stest").sync())
-        // Only `read` on `universe`: all an anonymous replica needs on 2.6.
+        // `read` on `universe`: all an anonymous replica needs before 3.3.
         .user(UserSpec::new(REPL, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
         .replication_timeout(Duration::from_millis(250))
+        .bootstrap_lua(GC_CONSUMERS_GRANT)
+        .bootstrap_lua(CLAIM_SYNCHRO_QUEUE)
 }
 
 fn repl_opts() -> ConnectOptions {
@@ -128,8 +143,33 @@ async fn fetch_snapshot_returns_user_rows_then_subscribe_continues() {
         .await
         .expect("connect");
     let rs_uuid = client.replicaset_uuid().await.expect("replicaset uuid");
+    let has_meta = client.server().snapshot_has_meta();
     let mut snap = client.fetch_snapshot().await.expect("fetch snapshot");
-    assert_eq!(snap.start_vclock(), &vclock_of(&master).await);
+    // 2.11+ include the local component 0 (`send_join_header`).
+    assert_eq!(
+        snap.start_vclock().without_local(),
+        vclock_of(&master).await
+    );
+    // 2.11.4+/3.x send the synchronous queue's state (and 3.x the Raft term)
+    // before the data.
+    match snap.meta() {
+        Some(meta) => {
+            assert!(has_meta, "{meta:?}");
+            let state = master
+                .eval(
+                    "return box.info.synchro.queue.owner, box.info.election.term",
+                    &[],
+                )
+                .await
+                .expect("synchro state");
+            let queue = meta.queue.expect("queue state in the meta section");
+            assert_eq!(Some(u64::from(queue.replica_id)), state[0].as_u64());
+            if let Some(raft) = &meta.raft {
+                assert_eq!(Some(raft.term), state[1].as_u64(), "{meta:?}");
+            }
+        }
+        None => assert!(!has_meta, "the server should have sent the meta section"),
+    }
     let mut user_rows = Vec::new();
     let mut system_rows = 0;
     while let Some(row) = snap.next_row().await.expect("snapshot row") {
@@ -166,7 +206,7 @@ async fn fetch_snapshot_returns_user_rows_then_subscribe_continues() {
         .eval("box.space.test:insert{4, 'row-4'}", &[])
         .await
         .expect("insert");
-    let tx = next_tx(&mut sub, &mut TxAssembler::new(start)).await;
+    let tx = next_tx(&mut sub, &mut TxAssembler::new(start.without_local())).await;
     assert_eq!(tx.rows.len(), 1);
     assert_eq!(tx.vclock, vclock_of(&master).await);
 }
@@ -230,7 +270,14 @@ async fn a_transaction_ending_in_a_local_row_is_closed_by_a_nop() {
     let mut asm = TxAssembler::new(from);
     let tx = next_tx(&mut sub, &mut asm).await;
     let kinds: Vec<_> = tx.rows.iter().map(|r| r.kind()).collect();
-    assert_eq!(kinds, [RowKind::Dml(DmlKind::Insert), RowKind::Nop]);
+    // Before 2.11.2/3.0 a NOP carries the commit flag; since then the relay
+    // moves the flag onto the last global row (commit 9bde48a8bc).
+    assert!(
+        kinds == [RowKind::Dml(DmlKind::Insert), RowKind::Nop]
+            || kinds == [RowKind::Dml(DmlKind::Insert)],
+        "{kinds:?}"
+    );
+    assert!(tx.rows.last().expect("rows").is_commit());
     assert_eq!(tx.dml_rows().count(), 1);
     // The local-only insert is never relayed: the next transaction is insert 31.
     let next = next_tx(&mut sub, &mut asm).await;
@@ -372,7 +419,29 @@ async fn acks_carry_only_the_vclock_the_caller_publishes() {
         .expect("rollback seen")
         .expect("task");
 
-    // Now the caller publishes what it received: the next sync insert commits.
+    // Now the caller publishes what it received. Before 2.10 the anonymous
+    // ack completes the quorum and the next sync insert commits; since 2.10
+    // anonymous acks never count, and it times out even though acked.
+    if !sub.server().anon_acks_count_for_quorum() {
+        let (tx, rolled_back) = tokio::join!(
+            async {
+                let tx = next_tx(&mut sub, &mut asm).await;
+                ack.send_replace(tx.vclock.clone());
+                tx
+            },
+            master.eval("box.space.stest:insert{2, 'acked in vain'}", &[])
+        );
+        assert_eq!(tx.dml_rows().count(), 1);
+        let code = rolled_back
+            .expect_err("anonymous acks do not count")
+            .chain()
+            .find_map(|e| e.downcast_ref::<Error>())
+            .and_then(Error::server_code);
+        assert_eq!(code, Some(errcode::ER_SYNC_QUORUM_TIMEOUT));
+        let rollback = next_tx(&mut sub, &mut asm).await;
+        assert_eq!(rollback.rows[0].kind(), RowKind::Rollback);
+        return;
+    }
     master
         .eval("box.cfg{replication_synchro_timeout = 30}", &[])
         .await
