@@ -50,7 +50,8 @@ pub(crate) enum RowOutcome {
     Confirm(Synchro),
     /// Synchronous transactions of `replica_id` from `lsn` on are rolled back.
     Rollback(Synchro),
-    /// A new leader keeps everything up to `lsn` and drops the rest.
+    /// PROMOTE or DEMOTE: the old owner's (`replica_id`) queue is confirmed
+    /// up to `lsn`, the rest rolled back.
     Promote(Synchro),
 }
 
@@ -72,12 +73,14 @@ pub(crate) enum ClassifyError {
 pub(crate) fn classify(row: &Row, catalog: &mut Catalog) -> Result<RowOutcome, ClassifyError> {
     let dml = match row.kind() {
         RowKind::Dml(kind) => kind,
-        RowKind::Nop | RowKind::Demote | RowKind::Other(_) => {
+        RowKind::Nop | RowKind::Other(_) => {
             return Ok(RowOutcome::Skip(SkipKind::Nop));
         }
         RowKind::Confirm => return synchro(row).map(RowOutcome::Confirm),
         RowKind::Rollback => return synchro(row).map(RowOutcome::Rollback),
-        RowKind::Promote => return synchro(row).map(RowOutcome::Promote),
+        // DEMOTE settles the old owner's queue as PROMOTE does
+        // (`txn_limbo_read_demote` is `read_promote` with no new owner).
+        RowKind::Promote | RowKind::Demote => return synchro(row).map(RowOutcome::Promote),
     };
     let f = row
         .fields()

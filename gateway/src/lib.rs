@@ -16,6 +16,7 @@ mod choose;
 mod classify;
 pub mod config;
 mod http;
+mod identity;
 mod metrics;
 mod pipeline;
 mod queue;
@@ -29,6 +30,7 @@ mod upstream;
 use std::sync::Arc;
 
 pub use config::Config;
+pub use identity::subscriber_uuid;
 pub use service::{Gateway, Service};
 pub use tcf_common::control::StaleTerm;
 pub use tcf_iproto::schema::TCF_SPACE_PREFIX;

@@ -52,6 +52,11 @@ pub struct RsStatus {
     pub destination: Option<String>,
     /// Source replicaset UUID.
     pub source_uuid: Option<String>,
+    /// The instance UUID this gateway subscribes with (stable: see
+    /// `tcf_gateway::subscriber_uuid`).
+    pub subscriber_uuid: Option<String>,
+    /// Tarantool version of the source instance read last.
+    pub source_version: Option<String>,
     /// The source's newest vclock (polled from every instance).
     pub source_vclock: Vclock,
     /// Everything up to here is shipped or skipped.
@@ -83,6 +88,8 @@ impl Default for RsStatus {
             instance: None,
             destination: None,
             source_uuid: None,
+            subscriber_uuid: None,
+            source_version: None,
             source_vclock: Vclock::new(),
             processed_vclock: Vclock::new(),
             shipped_vclock: Vclock::new(),

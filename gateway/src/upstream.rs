@@ -28,7 +28,7 @@ use crate::{
     queue::{Closed, Item, QueueTx},
     spool,
     status::{self, State, StatusCell},
-    syncgate::SyncGate,
+    syncgate::{SyncGate, Wait},
     txbuf::{Finished, OpenTx},
 };
 
@@ -55,6 +55,8 @@ pub(crate) struct Source {
     pub(crate) max_tx_memory: usize,
     pub(crate) spool_dir: PathBuf,
     pub(crate) on_wal_gap: OnWalGap,
+    /// The stable instance UUID to fetch and subscribe with.
+    pub(crate) subscriber: Uuid,
 }
 
 /// What the destination told about itself in `Open`.
@@ -341,7 +343,8 @@ impl Reader {
         uri: &str,
         truncate: bool,
     ) -> Result<(Vclock, ReplicationClient), Stop> {
-        let retry = |what: &str, e: &dyn std::fmt::Display| Stop::Retry(format!("{what}: {e}"));
+        let retry =
+            |what: &str, e: &dyn std::error::Error| Stop::Retry(format!("{what}: {}", causes(e)));
         let mut client = ReplicationClient::connect(uri, &self.src.connect)
             .await
             .map_err(|e| retry("connect", &e))?;
@@ -350,10 +353,12 @@ impl Reader {
             .await
             .map_err(|e| retry("replicaset uuid", &e))?;
         self.check_uuid(uuid)?;
+        self.status.lock().source_version = Some(client.server().version().to_string());
         info!(replicaset = %self.src.replicaset, instance = %uri, "initial load: fetching the snapshot");
-        let (spool, client, catalog) = spool::fetch(client, &self.src.spool_dir)
-            .await
-            .map_err(|e| retry("snapshot", &e))?;
+        let (spool, client, catalog) =
+            spool::fetch(client, &self.src.spool_dir, self.src.subscriber)
+                .await
+                .map_err(|e| retry("snapshot", &e))?;
         metrics::counter!(m::SNAPSHOT_ROWS, m::REPLICASET => self.src.replicaset.clone())
             .increment(spool.rows);
         info!(replicaset = %self.src.replicaset, rows = spool.rows, start = %spool.start, "initial load spooled");
@@ -432,9 +437,11 @@ impl Reader {
             .map_err(|e| fail(Stop::Retry(e.to_string())))?;
         let req = SubscribeRequest {
             replicaset_uuid: self.uuid,
+            instance_uuid: self.src.subscriber,
             timing: self.src.timing,
             ..SubscribeRequest::new(position.clone())
         };
+        self.status.lock().source_version = Some(client.server().version().to_string());
         let sub = match client.subscribe(&req, self.committed.clone()).await {
             Ok(sub) => sub,
             Err(e) => return Err(fail(self.stop_for(e))),
@@ -462,7 +469,7 @@ impl Reader {
                     self.src.replicaset
                 ),
             )),
-            other => Stop::Retry(other.to_string()),
+            other => Stop::Retry(causes(&other)),
         }
     }
 
@@ -473,6 +480,7 @@ impl Reader {
         from: Vclock,
     ) -> Result<(), Stop> {
         let mut tracker = TxTracker::new(from);
+        let flags_known = sub.server().sends_synchro_flags();
         let mut open: Option<OpenTx> = None;
         let mut synchro: Vec<RowOutcome> = Vec::new();
         let rs = self.src.replicaset.clone();
@@ -532,7 +540,8 @@ impl Reader {
                 self.apply_synchro(s).await?;
             }
             let Some(tx) = open.take() else { continue };
-            match tx.finish(vclock.clone(), row.lsn()).map_err(|e| {
+            let wait = Wait::of(flags_known, row.header.flags, tx.touches_sync_space());
+            match tx.finish(vclock.clone(), row.lsn(), wait).map_err(|e| {
                 Stop::Fatal(Fatal::new(ErrorKind::Internal, format!("spill file: {e}")))
             })? {
                 Finished::SkipOnly { marked } => {
@@ -540,7 +549,7 @@ impl Reader {
                         metrics::counter!(m::TRANSACTIONS_MARKED, m::REPLICASET => rs.clone())
                             .increment(1);
                     }
-                    self.gate.skip(vclock);
+                    self.gate.skip(vclock, b.replica_id, row.lsn(), wait);
                 }
                 Finished::Ready(ready) => {
                     if let Some(ready) = self.gate.push(ready) {
@@ -601,7 +610,10 @@ impl Reader {
             }
         }
         if let Some(r) = rollback {
-            let n = self.gate.rollback(r);
+            let (n, released) = self.gate.rollback(r);
+            for tx in released {
+                self.out.send(Item::Tx(tx)).await?;
+            }
             if n > 0 {
                 warn!(replicaset = %rs, lsn = r.lsn, dropped = n, "synchronous transaction rolled back on the source: dropped with those queued behind it");
                 metrics::counter!(m::SYNC_ROLLED_BACK, m::REPLICASET => rs).increment(n as u64);
@@ -616,6 +628,19 @@ impl Reader {
 }
 
 const AHEAD: &str = "position ahead of the instances";
+
+/// An error with its whole cause chain ("reading the snapshot" alone hides
+/// why).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}
 
 /// A source space as the handshake describes it.
 fn space_info(s: &tcf_iproto::schema::SpaceMeta) -> v1::SpaceInfo {

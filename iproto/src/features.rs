@@ -342,10 +342,12 @@ impl ServerInfo {
         self.version.major >= 3
     }
 
-    /// Whether system spaces (DDL, users, grants) become synchronous once
-    /// the synchronous queue is claimed (3.2+,
-    /// `box_consider_system_spaces_synchronous`): their rows then wait for a
-    /// CONFIRM like a synchronous space's.
+    /// Whether system spaces (DDL, users, grants) can become synchronous
+    /// once the synchronous queue is claimed: 3.2+, with
+    /// `compat.box_consider_system_spaces_synchronous = 'new'` (the default
+    /// is still 'old' on 3.3; `src/box/space.c`, `src/lua/compat.lua`).
+    /// Their rows then carry `WAIT_ACK` and wait for a CONFIRM like a
+    /// synchronous space's; the gateway follows the flags either way.
     pub fn system_spaces_sync(&self) -> bool {
         self.version >= Version::new(3, 2, 0)
     }

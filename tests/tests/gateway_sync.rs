@@ -7,11 +7,18 @@ use std::time::Duration;
 use tcf_iproto::Vclock;
 use tcf_proto::v1::open::Start;
 use tcf_tests::{
-    Grant, Privileges, SpaceSpec, TarantoolOptions, UserSpec,
+    Grant, SpaceSpec, TarantoolOptions, UserSpec,
     gateway::{GatewayOptions, Message, REPL_PASSWORD, REPL_USER, RunningGateway},
 };
 
 const SOON: Duration = Duration::from_secs(30);
+
+/// Claims the synchronous queue on the master where that exists: 2.10+
+/// refuse synchronous writes while it belongs to nobody
+/// (`ER_SYNCHRO_QUEUE_UNCLAIMED`); 2.6.0 has neither the owner nor
+/// `box.ctl.promote`.
+const CLAIM_SYNCHRO_QUEUE: &str = "if box.ctl.promote ~= nil and box.info.synchro ~= nil \
+     and box.info.synchro.queue.owner == 0 then box.ctl.promote() end";
 
 #[tokio::test]
 async fn sync_transactions_wait_for_confirm_and_rollbacks_are_dropped() {
@@ -22,10 +29,13 @@ async fn sync_transactions_wait_for_confirm_and_rollbacks_are_dropped() {
         .replicas(1)
         .space(SpaceSpec::new("stest").sync())
         .space(SpaceSpec::new("test"))
-        .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
+        // The `replication` role: `read` on `universe`, and on 3.3+ `write` on
+        // `_gc_consumers` (the anonymous subscriber's WAL GC consumer).
+        .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::replication()))
         .replication_timeout(Duration::from_millis(250))
         .synchro_quorum(2)
         .synchro_timeout(Duration::from_secs(2))
+        .bootstrap_lua(CLAIM_SYNCHRO_QUEUE)
         .start_replicaset()
         .await
         .expect("source");
