@@ -20,6 +20,7 @@ mod identity;
 mod metrics;
 mod pipeline;
 mod queue;
+mod release;
 mod service;
 mod spool;
 pub mod status;

@@ -299,6 +299,12 @@ impl ServerInfo {
         }
     }
 
+    /// Whether the server has Raft elections (`election_mode`,
+    /// `box.info.election`, RAFT rows): 2.6.1+.
+    pub fn has_elections(&self) -> bool {
+        self.version >= Version::new(2, 6, 1)
+    }
+
     /// Whether a master counts an anonymous replica's acks toward the
     /// synchronous quorum: before 2.10.0 (gh-5418, commit 04b223094c). tcf
     /// acks only what its target committed durably, so counting them is safe.

@@ -571,3 +571,152 @@ async fn a_wal_gap_is_its_own_error_kind() {
     };
     assert!(matches!(err, Error::XlogGap(_)), "{err:?}");
 }
+
+/// Why acks must never carry a made-up term: a hand-rolled anonymous
+/// subscriber whose ack carries `IPROTO_TERM` = term + 5 moves a 2.11+
+/// master to that term (it steps down and re-elects). tcf's acks carry only
+/// the vclock (`replication::encode_ack`, and `gateway_compat` checks the
+/// term against a real gateway).
+#[tokio::test]
+async fn an_ack_with_a_made_up_term_would_move_the_leaders_term() {
+    use tcf_iproto::{
+        Greeting, chap_sha1_scramble,
+        consts::{key, request},
+        frame,
+        msgpack::write,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let master = options("fake-term")
+        .synchro_quorum(1)
+        .start_single()
+        .await
+        .expect("master");
+    let info = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect")
+        .server()
+        .clone();
+    if !info.acts_on_ack_term() {
+        eprintln!(
+            "SKIP: Tarantool {} does not act on the term in acks (2.11+)",
+            info.version()
+        );
+        return;
+    }
+    master
+        .eval("box.cfg{election_mode = 'candidate'}", &[])
+        .await
+        .expect("election_mode");
+    let term = tcf_tests::wait_until("a leader", SOON, || async {
+        let v = master
+            .eval(
+                "return box.info.election.state, box.info.election.term",
+                &[],
+            )
+            .await
+            .expect("election");
+        match (v[0].as_str(), v[1].as_u64()) {
+            (Some("leader"), Some(t)) => tcf_tests::Outcome::Ready(t),
+            other => tcf_tests::Outcome::Pending(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("leader");
+    let rs_uuid = master
+        .eval1("return (box.info.replicaset or box.info.cluster).uuid", &[])
+        .await
+        .expect("uuid");
+    let from = vclock_of(&master).await;
+
+    // greeting, AUTH, SUBSCRIBE by hand, then one ack with a term.
+    let mut sock = tokio::net::TcpStream::connect(master.uri())
+        .await
+        .expect("tcp");
+    let mut g = [0u8; 128];
+    sock.read_exact(&mut g).await.expect("greeting");
+    let salt = Greeting::parse(&g).expect("greeting").salt;
+    let mut out = Vec::new();
+    frame::encode_frame(&mut out, request::AUTH, 1, |o| {
+        write::map_len(o, 2);
+        write::uint(o, u64::from(key::USER_NAME));
+        write::str(o, REPL);
+        write::uint(o, u64::from(key::TUPLE));
+        write::array_len(o, 2);
+        write::str(o, "chap-sha1");
+        write::bin(o, &chap_sha1_scramble(&salt, REPL_PASSWORD));
+    });
+    sock.write_all(&out).await.expect("auth");
+    // 3.x refuse a SUBSCRIBE pipelined behind an unanswered request.
+    let mut reply = Vec::new();
+    loop {
+        let mut r = tcf_iproto::msgpack::Reader::new(&reply);
+        if let Ok(len) = r.read_u64()
+            && reply.len() >= r.position() + len as usize
+        {
+            break;
+        }
+        let mut chunk = [0u8; 256];
+        let n = sock.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    out.clear();
+    frame::encode_frame(&mut out, request::SUBSCRIBE, 2, |o| {
+        write::map_len(o, 5);
+        write::uint(o, u64::from(key::CLUSTER_UUID));
+        write::str(o, rs_uuid.as_str().expect("uuid string"));
+        write::uint(o, u64::from(key::INSTANCE_UUID));
+        write::str(o, &uuid::Uuid::new_v4().to_string());
+        write::uint(o, u64::from(key::VCLOCK));
+        from.encode(o);
+        write::uint(o, u64::from(key::SERVER_VERSION));
+        write::uint(o, 0x020b00);
+        write::uint(o, u64::from(key::REPLICA_ANON));
+        write::bool(o, true);
+    });
+    sock.write_all(&out).await.expect("send");
+    // The relay reads acks only once the subscription runs.
+    tcf_tests::wait_until("the subscription", SOON, || async {
+        let n = master
+            .eval1("return box.info.replication_anon.count", &[])
+            .await
+            .expect("anon count");
+        if n.as_u64() == Some(1) {
+            tcf_tests::Outcome::Ready(())
+        } else {
+            tcf_tests::Outcome::Pending(format!("{n}"))
+        }
+    })
+    .await
+    .expect("subscribed");
+    let mut ack = Vec::new();
+    frame::encode_frame(&mut ack, request::OK, 0, |o| {
+        write::map_len(o, 2);
+        write::uint(o, u64::from(key::VCLOCK));
+        from.encode(o);
+        write::uint(o, u64::from(key::TERM));
+        write::uint(o, term + 5);
+    });
+    let acker = tokio::spawn(async move {
+        loop {
+            if sock.write_all(&ack).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tcf_tests::wait_until("the master to take the made-up term", SOON, || async {
+        let v = master
+            .eval("return box.info.election.term", &[])
+            .await
+            .expect("term");
+        match v[0].as_u64() {
+            Some(t) if t >= term + 5 => tcf_tests::Outcome::Ready(()),
+            other => tcf_tests::Outcome::Pending(format!("term {other:?}, was {term}")),
+        }
+    })
+    .await
+    .expect("a term-carrying ack moves the term");
+    acker.abort();
+}
