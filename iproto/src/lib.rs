@@ -25,6 +25,7 @@ pub mod features;
 pub mod frame;
 mod greeting;
 pub mod msgpack;
+pub mod recording;
 pub mod replication;
 pub mod request;
 mod row;
