@@ -15,12 +15,15 @@
 mod choose;
 mod classify;
 pub mod config;
+mod flow;
 mod http;
 mod identity;
 mod metrics;
 mod pipeline;
 mod queue;
 mod release;
+#[cfg(test)]
+mod replay_tests;
 mod service;
 mod spool;
 pub mod status;
