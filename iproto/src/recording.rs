@@ -239,7 +239,11 @@ fn take_frame(buf: &mut Vec<u8>) -> Result<Option<(Vec<u8>, Frame)>, RecordingEr
     let Ok(len) = r.read_u64() else {
         return Ok(None);
     };
-    let total = r.position() + usize::try_from(len).unwrap_or(usize::MAX);
+    let total = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_FRAME)
+        .and_then(|l| l.checked_add(r.position()))
+        .ok_or(RecordingError::Format("frame length"))?;
     if total > buf.len() {
         return Ok(None);
     }
@@ -448,6 +452,43 @@ mod tests {
         assert_eq!(back.server_frames().unwrap().len(), 1);
         assert!(Conversation::decode(b"nope").is_err());
         assert!(Conversation::decode(b"TCFREC1\nC\x05\x00").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            for input in [&bytes[..], &with_magic[..]] {
+                if let Ok(conv) = Conversation::decode(input) {
+                    let _ = conv.greeting();
+                    let _ = conv.server_frames();
+                    let _ = conv.exchanges();
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_chunks_never_panic(
+            chunks in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)),
+                0..8,
+            ),
+        ) {
+            let conv = Conversation {
+                chunks: chunks
+                    .into_iter()
+                    .map(|(c, bytes)| Chunk {
+                        from: if c { Direction::Client } else { Direction::Server },
+                        bytes,
+                    })
+                    .collect(),
+            };
+            proptest::prop_assert_eq!(Conversation::decode(&conv.encode()).ok(), Some(conv.clone()));
+            let _ = conv.server_frames();
+            let _ = conv.exchanges();
+            let _ = conv.cut_after(1);
+        }
     }
 
     #[test]

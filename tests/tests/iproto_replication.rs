@@ -720,3 +720,40 @@ async fn an_ack_with_a_made_up_term_would_move_the_leaders_term() {
     .expect("a term-carrying ack moves the term");
     acker.abort();
 }
+
+/// 3.x: a named replicaset's name is read from `_schema` and sent in
+/// SUBSCRIBE (no "Replicaset name mismatch" warning on the source), and the
+/// answer names it back.
+#[tokio::test]
+async fn a_named_replicaset_is_subscribed_to_by_name() {
+    let master = options("names").start_single().await.expect("master");
+    let mut client = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    if !client.server().has_node_names() {
+        eprintln!(
+            "SKIP: Tarantool {} has no replicaset names (3.0+)",
+            client.server().version()
+        );
+        return;
+    }
+    master
+        .eval("box.cfg{replicaset_name = 'tcf-names'}", &[])
+        .await
+        .expect("name the replicaset");
+    let id = client.replicaset().await.expect("identity");
+    assert_eq!(id.name.as_deref(), Some("tcf-names"));
+    let from = vclock_of(&master).await;
+    let (_ack, acks) = ack_channel(from.clone());
+    let sub = client
+        .subscribe(&SubscribeRequest::new(from), acks)
+        .await
+        .expect("subscribe");
+    assert_eq!(sub.replicaset_name(), Some("tcf-names"));
+    assert_eq!(sub.replicaset_uuid(), id.uuid);
+    assert!(
+        !master.log_tail(200).contains("Replicaset name mismatch"),
+        "{}",
+        master.log_tail(200)
+    );
+}
