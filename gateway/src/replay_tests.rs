@@ -178,3 +178,30 @@ async fn recorded_snapshots_load_and_recorded_streams_ship_in_order() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_interrupted_fetch_spools_nothing() {
+    for v in VERSIONS {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../iproto/tests/fixtures")
+            .join(v)
+            .join("snapshot.bin");
+        let conv = Conversation::decode(&std::fs::read(&path).unwrap()).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (greeting, cut) = (conv.greeting().unwrap(), conv.cut_after(200).unwrap());
+        tokio::spawn(async move { Box::pin(replay(l, greeting, cut, false)).await });
+        let mut client = ReplicationClient::connect(&addr, &creds()).await.unwrap();
+        client.replicaset().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = spool::fetch(client, dir.path(), SUBSCRIBER)
+            .await
+            .expect_err("a fetch cut after 200 rows is an error");
+        assert!(
+            matches!(err, spool::SpoolError::Source(tcf_iproto::Error::Closed)),
+            "{v}: {err:?}"
+        );
+        // The spool is an unnamed temporary file: nothing is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
