@@ -113,6 +113,13 @@ pub struct GatewayReplicaset {
     pub destination: Option<String>,
     /// Source replicaset UUID.
     pub source_uuid: Option<String>,
+    /// The instance UUID this gateway subscribes with (stable per gateway
+    /// alias, cluster and replicaset: the source's WAL consumer on 3.3+).
+    #[serde(default)]
+    pub subscriber_uuid: Option<String>,
+    /// Tarantool version of the source instance read last.
+    #[serde(default)]
+    pub source_version: Option<String>,
     /// The source's newest vclock (polled from every instance).
     pub source_vclock: Vclock,
     /// Everything up to here is shipped or skipped.
@@ -144,6 +151,8 @@ impl Default for GatewayReplicaset {
             instance: None,
             destination: None,
             source_uuid: None,
+            subscriber_uuid: None,
+            source_version: None,
             source_vclock: Vclock::new(),
             processed_vclock: Vclock::new(),
             shipped_vclock: Vclock::new(),

@@ -50,7 +50,8 @@ pub(crate) enum RowOutcome {
     Confirm(Synchro),
     /// Synchronous transactions of `replica_id` from `lsn` on are rolled back.
     Rollback(Synchro),
-    /// A new leader keeps everything up to `lsn` and drops the rest.
+    /// PROMOTE or DEMOTE: the old owner's (`replica_id`) queue is confirmed
+    /// up to `lsn`, the rest rolled back.
     Promote(Synchro),
 }
 
@@ -72,12 +73,14 @@ pub(crate) enum ClassifyError {
 pub(crate) fn classify(row: &Row, catalog: &mut Catalog) -> Result<RowOutcome, ClassifyError> {
     let dml = match row.kind() {
         RowKind::Dml(kind) => kind,
-        RowKind::Nop | RowKind::Demote | RowKind::Other(_) => {
+        RowKind::Nop | RowKind::Other(_) => {
             return Ok(RowOutcome::Skip(SkipKind::Nop));
         }
         RowKind::Confirm => return synchro(row).map(RowOutcome::Confirm),
         RowKind::Rollback => return synchro(row).map(RowOutcome::Rollback),
-        RowKind::Promote => return synchro(row).map(RowOutcome::Promote),
+        // DEMOTE settles the old owner's queue as PROMOTE does
+        // (`txn_limbo_read_demote` is `read_promote` with no new owner).
+        RowKind::Promote | RowKind::Demote => return synchro(row).map(RowOutcome::Promote),
     };
     let f = row
         .fields()
@@ -195,5 +198,96 @@ fn op(kind: DmlKind) -> v1::Op {
         DmlKind::Update => v1::Op::Update,
         DmlKind::Delete => v1::Op::Delete,
         DmlKind::Upsert => v1::Op::Upsert,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tcf_iproto::{Header, consts::request, msgpack::write};
+
+    use super::*;
+
+    fn insert(space_id: u32, tuple: &rmpv::Value) -> Row {
+        let mut body = Vec::new();
+        write::map_len(&mut body, 2);
+        write::uint(&mut body, 0x10);
+        write::uint(&mut body, u64::from(space_id));
+        write::uint(&mut body, 0x21);
+        write::value(&mut body, tuple);
+        Row {
+            header: Header {
+                request_type: request::INSERT,
+                replica_id: 1,
+                lsn: 10,
+                ..Header::default()
+            },
+            body: Bytes::from(body),
+        }
+    }
+
+    fn synchro_row(request_type: u32) -> Row {
+        let mut body = Vec::new();
+        write::map_len(&mut body, 3);
+        for (k, v) in [(0x02u64, 1u64), (0x03, 7), (0x53, 2)] {
+            write::uint(&mut body, k);
+            write::uint(&mut body, v);
+        }
+        Row {
+            header: Header {
+                request_type,
+                replica_id: 1,
+                lsn: 11,
+                ..Header::default()
+            },
+            body: Bytes::from(body),
+        }
+    }
+
+    #[test]
+    fn system_rows_never_ship() {
+        let mut c = Catalog::default();
+        let t = rmpv::Value::Array(vec!["x".into()]);
+        // `_gc_consumers` (3.3, replication-local), `_recovery_point` (3.8,
+        // global), `_cluster`, `_user`, `_priv`: never data for the target.
+        for id in [388, 396, 320, 304, 312] {
+            assert_eq!(
+                classify(&insert(id, &t), &mut c).unwrap(),
+                RowOutcome::Skip(SkipKind::System),
+                "space {id}"
+            );
+        }
+        // `_schema`, `_sequence`, `_func`: schema changes.
+        for id in [272, 284, 296] {
+            assert_eq!(
+                classify(&insert(id, &t), &mut c).unwrap(),
+                RowOutcome::Skip(SkipKind::Ddl),
+                "space {id}"
+            );
+        }
+        assert!(matches!(
+            classify(&insert(600, &t), &mut c),
+            Err(ClassifyError::UnknownSpace(600))
+        ));
+    }
+
+    #[test]
+    fn demote_settles_the_queue_like_promote() {
+        let mut c = Catalog::default();
+        let s = Synchro {
+            replica_id: 1,
+            lsn: 7,
+            term: 2,
+        };
+        for t in [request::RAFT_PROMOTE, request::RAFT_DEMOTE] {
+            assert_eq!(
+                classify(&synchro_row(t), &mut c).unwrap(),
+                RowOutcome::Promote(s)
+            );
+        }
+        assert_eq!(
+            classify(&synchro_row(request::CONFIRM), &mut c).unwrap(),
+            RowOutcome::Confirm(s)
+        );
     }
 }

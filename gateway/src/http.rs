@@ -5,6 +5,7 @@
 //! | `GET /api/v1/status` | `info` | JSON: per replicaset instance, state, vclocks, lag |
 //! | `POST /api/v1/start` | `toggle` | starts serving streams; body `{"term": N}` optional |
 //! | `POST /api/v1/stop` | `toggle` | ends every stream and refuses new ones |
+//! | `POST /api/v1/release` | `admin` | while stopped: releases the WAL every source instance keeps for this gateway (3.3+); 409 while running |
 //! | `GET /metrics` | none | Prometheus text |
 //!
 //! A start/stop whose `term` is older than the newest term seen is refused
@@ -15,11 +16,12 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, State},
-    http::HeaderMap,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
 use tcf_api::replicator::GatewayStatus;
 use tcf_common::auth::{Role, check};
 
@@ -45,6 +47,7 @@ pub(crate) fn router(gw: Arc<Gateway>, metrics: PrometheusHandle) -> Router {
     };
     Router::new()
         .route("/api/v1/status", get(status))
+        .route("/api/v1/release", post(release))
         .route("/metrics", get(metrics_text))
         .merge(tcf_common::control::router(tokens, control))
         .layer(DefaultBodyLimit::max(tcf_common::control::MAX_BODY))
@@ -65,6 +68,35 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         replicasets: ctx.gw.status.snapshot(),
     })
     .into_response()
+}
+
+/// `POST /api/v1/release`: see `release`. 200 when every instance is
+/// released (or has nothing to release), 502 when one failed; the body
+/// lists every instance either way.
+async fn release(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.gw.config.tokens, &headers, Role::Admin) {
+        return e.into_response();
+    }
+    if ctx.gw.control_state().0 {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "the gateway is running: stop it first (POST /api/v1/stop); releasing lets the sources drop the WAL it still needs"})),
+        )
+            .into_response();
+    }
+    let results = crate::release::release_all(&ctx.gw.config).await;
+    let ok = results
+        .iter()
+        .all(|r| r.outcome != crate::release::Outcome::Failed);
+    for r in &results {
+        tracing::info!(replicaset = %r.replicaset, instance = %r.instance, outcome = ?r.outcome, detail = %r.detail, "release");
+    }
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    (code, Json(json!({"released": ok, "instances": results}))).into_response()
 }
 
 async fn metrics_text(State(ctx): State<Ctx>) -> Response {

@@ -15,10 +15,15 @@
 mod choose;
 mod classify;
 pub mod config;
+mod flow;
 mod http;
+mod identity;
 mod metrics;
 mod pipeline;
 mod queue;
+mod release;
+#[cfg(test)]
+mod replay_tests;
 mod service;
 mod spool;
 pub mod status;
@@ -29,6 +34,7 @@ mod upstream;
 use std::sync::Arc;
 
 pub use config::Config;
+pub use identity::subscriber_uuid;
 pub use service::{Gateway, Service};
 pub use tcf_common::control::TermError;
 pub use tcf_iproto::schema::TCF_SPACE_PREFIX;

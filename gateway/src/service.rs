@@ -43,6 +43,10 @@ impl Gateway {
     /// A gateway serving `config`'s replicasets; streams start on demand.
     pub fn new(config: Arc<Config>) -> Self {
         let status = Registry::new(config.replicasets.keys().map(String::as_str));
+        for (rs, cell) in status.cells() {
+            let uuid = crate::subscriber_uuid(&config.alias, &config.cluster, rs);
+            cell.lock().subscriber_uuid = Some(uuid.to_string());
+        }
         Self {
             config,
             status,
@@ -230,6 +234,7 @@ impl v1::replication_server::Replication for Service {
             max_tx_memory: cfg.max_transaction_memory,
             spool_dir: cfg.spool_dir.clone(),
             on_wal_gap: cfg.on_wal_gap,
+            subscriber: crate::subscriber_uuid(&cfg.alias, &cfg.cluster, &open.replicaset),
         };
         let reader = Reader::new(source, qtx, committed_rx, status.clone(), expect);
         let rs = open.replicaset.clone();

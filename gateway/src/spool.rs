@@ -14,8 +14,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use tcf_iproto::{ReplicationClient, Vclock};
+use tcf_iproto::{FetchRequest, ReplicationClient, Vclock};
 use tcf_proto::v1;
+use uuid::Uuid;
 
 use tcf_iproto::schema::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
 
@@ -46,11 +47,25 @@ pub(crate) enum SpoolError {
 
 /// Reads the whole snapshot into a spool file in `dir`; returns the spool,
 /// the connection (ready for SUBSCRIBE) and the catalog as of the snapshot.
+/// `subscriber` is the UUID SUBSCRIBE will use: 3.3+ register the WAL GC
+/// consumer under it from the fetch on, so the xlogs after the read view
+/// stay until the subscription starts.
+///
+/// A failure at any point voids the whole fetch: the spool file is
+/// unlinked (a temporary file) and the caller starts over, since rows
+/// received so far say nothing about the ones that did not arrive.
 pub(crate) async fn fetch(
     client: ReplicationClient,
     dir: &Path,
+    subscriber: Uuid,
 ) -> Result<(Spool, ReplicationClient, Catalog), SpoolError> {
-    let mut snap = client.fetch_snapshot().await?;
+    let req = FetchRequest {
+        instance_uuid: Some(subscriber),
+    };
+    let mut snap = client.fetch_snapshot_with(&req).await?;
+    if let Some(meta) = snap.meta() {
+        tracing::debug!(?meta, "snapshot meta section");
+    }
     let start = snap.start_vclock().clone();
     let mut catalog = Catalog::default();
     let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?);

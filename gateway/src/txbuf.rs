@@ -17,6 +17,8 @@ use prost::Message;
 use tcf_iproto::Vclock;
 use tcf_proto::v1;
 
+use crate::syncgate::Wait;
+
 /// Estimated memory a queued row holds: its payload, the space name, the
 /// message structs and the share of the received frame buffer it keeps
 /// alive (measured: about 3x the payload for small rows).
@@ -40,8 +42,9 @@ pub(crate) struct ReadyTx {
     /// Position after it (covers skipped rows before it).
     pub(crate) vclock: Vclock,
     pub(crate) timestamp: f64,
-    /// Touches a synchronous space: shipped only after its CONFIRM.
-    pub(crate) sync: bool,
+    /// Whether it waits for a CONFIRM (shipped only after it) and whether a
+    /// ROLLBACK may drop it.
+    pub(crate) wait: Wait,
     pub(crate) rows: TxRows,
     pub(crate) row_count: usize,
     /// Estimated memory held (0 once spilled).
@@ -227,6 +230,12 @@ impl OpenTx {
         self.mem_bytes
     }
 
+    /// Whether a row of a synchronous space was pushed (what decides a
+    /// transaction's [`Wait`] when the server sends no flags).
+    pub(crate) fn touches_sync_space(&self) -> bool {
+        self.sync
+    }
+
     /// Adds a shipped row, spilling to `spill_dir` past `max_memory` bytes.
     pub(crate) fn push(
         &mut self,
@@ -235,10 +244,10 @@ impl OpenTx {
         max_memory: usize,
         spill_dir: &Path,
     ) -> io::Result<()> {
+        self.sync |= sync;
         if self.marked {
             return Ok(());
         }
-        self.sync |= sync;
         self.row_count += 1;
         if let Some(w) = &mut self.spill {
             return write_spilled(w, &row);
@@ -258,7 +267,7 @@ impl OpenTx {
     }
 
     /// Closes the transaction at `vclock` (the position after its last row).
-    pub(crate) fn finish(self, vclock: Vclock, last_lsn: u64) -> io::Result<Finished> {
+    pub(crate) fn finish(self, vclock: Vclock, last_lsn: u64, wait: Wait) -> io::Result<Finished> {
         if self.marked || self.row_count == 0 {
             return Ok(Finished::SkipOnly {
                 marked: self.marked,
@@ -274,7 +283,7 @@ impl OpenTx {
             last_lsn,
             vclock,
             timestamp: self.timestamp,
-            sync: self.sync,
+            wait,
             rows,
             row_count: self.row_count,
             mem_bytes: self.mem_bytes,
@@ -305,7 +314,7 @@ mod tests {
         }
         assert_eq!(tx.mem_bytes(), 0, "spilled");
         let vclock: Vclock = [(1, 1009)].into_iter().collect();
-        let Finished::Ready(ready) = tx.finish(vclock.clone(), 1009).unwrap() else {
+        let Finished::Ready(ready) = tx.finish(vclock.clone(), 1009, Wait::ASYNC).unwrap() else {
             panic!()
         };
         assert_eq!(ready.row_count, 1000);
@@ -335,7 +344,7 @@ mod tests {
         tx.mark();
         tx.push(row(2), false, 4096, dir.path()).unwrap();
         assert!(matches!(
-            tx.finish(Vclock::new(), 12).unwrap(),
+            tx.finish(Vclock::new(), 12, Wait::ASYNC).unwrap(),
             Finished::SkipOnly { marked: true }
         ));
     }

@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Duration};
 
 use tcf_iproto::{
     ConnectOptions, Connection, Error as IprotoError, Event, ReplicationClient, Row,
-    SubscribeRequest, Subscription, Timing, TxTracker, Vclock, schema::Catalog,
+    SubscribeRequest, Subscription, Timing, Vclock, schema::Catalog,
 };
 use tcf_proto::v1::{self, ErrorKind};
 use tokio::sync::watch;
@@ -24,12 +24,12 @@ use crate::{
     choose::{Choice, ballots, choose},
     classify::{ClassifyError, RowOutcome, SkipKind, classify},
     config::OnWalGap,
+    flow::Flow,
     metrics as m,
     queue::{Closed, Item, QueueTx},
     spool,
     status::{self, State, StatusCell},
     syncgate::SyncGate,
-    txbuf::{Finished, OpenTx},
 };
 
 /// Where a stream starts.
@@ -55,6 +55,8 @@ pub(crate) struct Source {
     pub(crate) max_tx_memory: usize,
     pub(crate) spool_dir: PathBuf,
     pub(crate) on_wal_gap: OnWalGap,
+    /// The stable instance UUID to fetch and subscribe with.
+    pub(crate) subscriber: Uuid,
 }
 
 /// What the destination told about itself in `Open`.
@@ -341,7 +343,8 @@ impl Reader {
         uri: &str,
         truncate: bool,
     ) -> Result<(Vclock, ReplicationClient), Stop> {
-        let retry = |what: &str, e: &dyn std::fmt::Display| Stop::Retry(format!("{what}: {e}"));
+        let retry =
+            |what: &str, e: &dyn std::error::Error| Stop::Retry(format!("{what}: {}", causes(e)));
         let mut client = ReplicationClient::connect(uri, &self.src.connect)
             .await
             .map_err(|e| retry("connect", &e))?;
@@ -350,10 +353,12 @@ impl Reader {
             .await
             .map_err(|e| retry("replicaset uuid", &e))?;
         self.check_uuid(uuid)?;
+        self.status.lock().source_version = Some(client.server().version().to_string());
         info!(replicaset = %self.src.replicaset, instance = %uri, "initial load: fetching the snapshot");
-        let (spool, client, catalog) = spool::fetch(client, &self.src.spool_dir)
-            .await
-            .map_err(|e| retry("snapshot", &e))?;
+        let (spool, client, catalog) =
+            spool::fetch(client, &self.src.spool_dir, self.src.subscriber)
+                .await
+                .map_err(|e| retry("snapshot", &e))?;
         metrics::counter!(m::SNAPSHOT_ROWS, m::REPLICASET => self.src.replicaset.clone())
             .increment(spool.rows);
         info!(replicaset = %self.src.replicaset, rows = spool.rows, start = %spool.start, "initial load spooled");
@@ -432,9 +437,11 @@ impl Reader {
             .map_err(|e| fail(Stop::Retry(e.to_string())))?;
         let req = SubscribeRequest {
             replicaset_uuid: self.uuid,
+            instance_uuid: self.src.subscriber,
             timing: self.src.timing,
             ..SubscribeRequest::new(position.clone())
         };
+        self.status.lock().source_version = Some(client.server().version().to_string());
         let sub = match client.subscribe(&req, self.committed.clone()).await {
             Ok(sub) => sub,
             Err(e) => return Err(fail(self.stop_for(e))),
@@ -462,7 +469,7 @@ impl Reader {
                     self.src.replicaset
                 ),
             )),
-            other => Stop::Retry(other.to_string()),
+            other => Stop::Retry(causes(&other)),
         }
     }
 
@@ -472,9 +479,12 @@ impl Reader {
         schema: Connection,
         from: Vclock,
     ) -> Result<(), Stop> {
-        let mut tracker = TxTracker::new(from);
-        let mut open: Option<OpenTx> = None;
-        let mut synchro: Vec<RowOutcome> = Vec::new();
+        let mut flow = Flow::new(
+            from,
+            sub.server().sends_synchro_flags(),
+            self.src.max_tx_memory,
+            self.src.spool_dir.clone(),
+        );
         let rs = self.src.replicaset.clone();
         // Handles registered once: a per-row macro call would hash labels.
         let rows_read = metrics::counter!(m::ROWS_READ, m::REPLICASET => rs.clone());
@@ -484,7 +494,7 @@ impl Reader {
             let row = match sub.next().await {
                 Ok(Event::Row(row)) => row,
                 Ok(Event::Heartbeat { timestamp }) => {
-                    if !tracker.has_open() {
+                    if !flow.has_open() {
                         let processed = self.gate.processed().clone();
                         self.status.lock().processed_vclock = processed.clone();
                         self.out.try_send(Item::Heartbeat {
@@ -498,56 +508,37 @@ impl Reader {
             };
             rows_read.increment(1);
             bytes_read.increment(row.body.len() as u64);
-            let b = tracker
+            let b = flow
                 .track(&row)
                 .map_err(|e| Stop::Retry(format!("broken row stream: {e}")))?;
-            let tx = open.get_or_insert_with(|| OpenTx::new(b.replica_id, b.tsn));
-            tx.timestamp(row.header.timestamp);
-            match self.classify(&row, &schema).await? {
-                RowOutcome::Data { row, sync } => tx
-                    .push(row, sync, self.src.max_tx_memory, &self.src.spool_dir)
-                    .map_err(|e| {
-                        Stop::Fatal(Fatal::new(
-                            ErrorKind::Internal,
-                            format!("spilling a large transaction: {e}"),
-                        ))
-                    })?,
-                RowOutcome::Mark => tx.mark(),
-                RowOutcome::Skip(kind) => {
-                    if kind == SkipKind::Ddl {
-                        info!(replicaset = %rs, lsn = row.lsn(), "schema change not replicated: apply migrations to both clusters (the passive one first)");
-                    }
-                    metrics::counter!(m::ROWS_SKIPPED, m::REPLICASET => rs.clone(), m::KIND => kind.label()).increment(1);
+            let outcome = self.classify(&row, &schema).await?;
+            if let RowOutcome::Skip(kind) = &outcome {
+                if *kind == SkipKind::Ddl {
+                    info!(replicaset = %rs, lsn = row.lsn(), "schema change not replicated: apply migrations to both clusters (the passive one first)");
                 }
-                s @ (RowOutcome::Confirm(_) | RowOutcome::Rollback(_) | RowOutcome::Promote(_)) => {
-                    synchro.push(s)
-                }
+                metrics::counter!(m::ROWS_SKIPPED, m::REPLICASET => rs.clone(), m::KIND => kind.label()).increment(1);
             }
-            if !b.last {
+            let step = flow.apply(b, &row, outcome, &mut self.gate).map_err(|e| {
+                Stop::Fatal(Fatal::new(
+                    ErrorKind::Internal,
+                    format!("spilling a large transaction: {e}"),
+                ))
+            })?;
+            if step.rolled_back > 0 {
+                warn!(replicaset = %rs, lsn = row.lsn(), dropped = step.rolled_back, "synchronous transaction rolled back on the source: dropped with those queued behind it");
+                metrics::counter!(m::SYNC_ROLLED_BACK, m::REPLICASET => rs.clone())
+                    .increment(step.rolled_back as u64);
+            }
+            if step.marked {
+                metrics::counter!(m::TRANSACTIONS_MARKED, m::REPLICASET => rs.clone()).increment(1);
+            }
+            for tx in step.release {
+                self.out.send(Item::Tx(tx)).await?;
+            }
+            if !step.finished {
                 continue;
             }
             txs_read.increment(1);
-            let vclock = tracker.vclock().clone();
-            for s in synchro.drain(..) {
-                self.apply_synchro(s).await?;
-            }
-            let Some(tx) = open.take() else { continue };
-            match tx.finish(vclock.clone(), row.lsn()).map_err(|e| {
-                Stop::Fatal(Fatal::new(ErrorKind::Internal, format!("spill file: {e}")))
-            })? {
-                Finished::SkipOnly { marked } => {
-                    if marked {
-                        metrics::counter!(m::TRANSACTIONS_MARKED, m::REPLICASET => rs.clone())
-                            .increment(1);
-                    }
-                    self.gate.skip(vclock);
-                }
-                Finished::Ready(ready) => {
-                    if let Some(ready) = self.gate.push(ready) {
-                        self.out.send(Item::Tx(ready)).await?;
-                    }
-                }
-            }
             self.status.lock().processed_vclock = self.gate.processed().clone();
             metrics::gauge!(m::SYNC_HELD, m::REPLICASET => rs.clone()).set(self.gate.held() as f64);
             metrics::gauge!(m::SYNC_HELD_BYTES, m::REPLICASET => rs.clone())
@@ -581,41 +572,25 @@ impl Reader {
         }
     }
 
-    async fn apply_synchro(&mut self, s: RowOutcome) -> Result<(), Stop> {
-        let rs = self.src.replicaset.clone();
-        let (confirm, rollback) = match s {
-            RowOutcome::Confirm(c) => (Some(c), None),
-            RowOutcome::Rollback(r) => (None, Some(r)),
-            RowOutcome::Promote(p) => (
-                Some(p),
-                Some(tcf_iproto::Synchro {
-                    lsn: p.lsn + 1,
-                    ..p
-                }),
-            ),
-            _ => (None, None),
-        };
-        if let Some(c) = confirm {
-            for tx in self.gate.confirm(c) {
-                self.out.send(Item::Tx(tx)).await?;
-            }
-        }
-        if let Some(r) = rollback {
-            let n = self.gate.rollback(r);
-            if n > 0 {
-                warn!(replicaset = %rs, lsn = r.lsn, dropped = n, "synchronous transaction rolled back on the source: dropped with those queued behind it");
-                metrics::counter!(m::SYNC_ROLLED_BACK, m::REPLICASET => rs).increment(n as u64);
-            }
-        }
-        Ok(())
-    }
-
     fn set_state(&self, state: State, error: Option<String>) {
         status::set_state(&self.status, &self.src.replicaset, state, error);
     }
 }
 
 const AHEAD: &str = "position ahead of the instances";
+
+/// An error with its whole cause chain ("reading the snapshot" alone hides
+/// why).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}
 
 /// A source space as the handshake describes it.
 fn space_info(s: &tcf_iproto::schema::SpaceMeta) -> v1::SpaceInfo {

@@ -27,8 +27,9 @@ use tokio::{
 };
 
 use crate::{
-    consts::{GREETING_SIZE, key, request as rt},
+    consts::{GREETING_SIZE, errcode, key, request as rt},
     error::{Error, ProtocolError, Result},
+    features::{Protocol, ServerInfo, answers_id},
     frame::{self, DEFAULT_MAX_FRAME, Frame, Header},
     greeting::{Greeting, encode_auth_body},
     msgpack::Reader,
@@ -42,6 +43,7 @@ pub struct ConnectOptions {
     connect_timeout: Duration,
     request_timeout: Duration,
     max_frame: usize,
+    identify: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_frame", &self.max_frame)
+            .field("identify", &self.identify)
             .finish_non_exhaustive()
     }
 }
@@ -62,14 +65,24 @@ impl Default for ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Guest, 10 s to connect, 30 s per request, frames up to 256 MiB.
+    /// Guest, 10 s to connect, 30 s per request, frames up to 256 MiB,
+    /// `IPROTO_ID` asked where the server answers it.
     pub fn new() -> Self {
         Self {
             credentials: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_frame: DEFAULT_MAX_FRAME,
+            identify: true,
         }
+    }
+
+    /// Whether the handshake asks `IPROTO_ID` (protocol version and features)
+    /// of servers that answer it (2.10+); on by default. Without it,
+    /// [`ServerInfo::protocol`] is `None` and feature checks say no.
+    pub fn identify(mut self, yes: bool) -> Self {
+        self.identify = yes;
+        self
     }
 
     /// Authenticates as `user` with chap-sha1.
@@ -186,6 +199,7 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     greeting: Greeting,
+    info: ServerInfo,
     request_timeout: Duration,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -213,12 +227,19 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Opens a socket, reads the greeting and authenticates, within the connect
-/// timeout. Shared with the replication client.
-pub(crate) async fn handshake(
-    addr: &str,
-    opts: &ConnectOptions,
-) -> Result<(TcpStream, Greeting, BytesMut)> {
+/// What a handshake learned.
+pub(crate) struct Handshake {
+    pub(crate) stream: TcpStream,
+    pub(crate) greeting: Greeting,
+    pub(crate) info: ServerInfo,
+    pub(crate) buf: BytesMut,
+}
+
+/// Opens a socket, reads the greeting, asks `IPROTO_ID` (2.10+, unless
+/// turned off) and authenticates, within the connect timeout. Shared with
+/// the replication client. Requests use syncs 0 (AUTH) and `u64::MAX` (ID),
+/// which no later request reuses.
+pub(crate) async fn handshake(addr: &str, opts: &ConnectOptions) -> Result<Handshake> {
     let limit = opts.connect_timeout;
     let work = async {
         let mut stream = TcpStream::connect(addr)
@@ -238,6 +259,12 @@ pub(crate) async fn handshake(
             })?;
         let greeting = Greeting::parse(&g)?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let protocol = if opts.identify && answers_id(greeting.version()) {
+            identify(&mut stream, &mut buf, opts.max_frame).await?
+        } else {
+            None
+        };
+        let info = ServerInfo::new(greeting.version(), greeting.instance_uuid, protocol);
         if let Some((user, password)) = &opts.credentials {
             let mut out = Vec::new();
             frame::encode_frame(&mut out, rt::AUTH, 0, |o| {
@@ -249,7 +276,12 @@ pub(crate) async fn handshake(
                 return Err(Error::Server(e));
             }
         }
-        Ok((stream, greeting, buf))
+        Ok(Handshake {
+            stream,
+            greeting,
+            info,
+            buf,
+        })
     };
     tokio::time::timeout(limit, work)
         .await
@@ -257,6 +289,39 @@ pub(crate) async fn handshake(
             what: "connect and authenticate",
             after: limit,
         })?
+}
+
+/// Sync of the handshake's `IPROTO_ID` request.
+const ID_SYNC: u64 = u64::MAX;
+
+/// Sends `IPROTO_ID` and reads the answer. A server that refuses it (an
+/// unknown request type, a malformed-body complaint) simply has no protocol
+/// info; a broken connection is an error.
+async fn identify(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Protocol>> {
+    let mut out = Vec::new();
+    frame::encode_frame(&mut out, rt::ID, ID_SYNC, Protocol::encode_request);
+    stream.write_all(&out).await?;
+    let reply = read_frame(stream, buf, max).await?;
+    if reply.header.sync != ID_SYNC {
+        return Err(ProtocolError::UnexpectedType {
+            got: reply.header.request_type,
+            during: "waiting for the IPROTO_ID answer (foreign sync)",
+        }
+        .into());
+    }
+    if let Some(e) = reply.server_error() {
+        if e.code == errcode::ER_UNKNOWN_REQUEST_TYPE {
+            tracing::debug!(error = %e, "server does not know IPROTO_ID; no protocol info");
+        } else {
+            tracing::warn!(error = %e, "IPROTO_ID refused; continuing without protocol info");
+        }
+        return Ok(None);
+    }
+    Ok(Some(Protocol::decode(&reply.body)?))
 }
 
 /// Reads one frame from a socket that is not shared with a reader task.
@@ -282,7 +347,12 @@ impl Connection {
     /// Connects to `addr` (`host:port`), reads the greeting and authenticates
     /// when credentials are set.
     pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self> {
-        let (stream, greeting, buf) = handshake(addr, opts).await?;
+        let Handshake {
+            stream,
+            greeting,
+            info,
+            buf,
+        } = handshake(addr, opts).await?;
         let (rd, wr) = stream.into_split();
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
@@ -296,6 +366,7 @@ impl Connection {
             inner: Arc::new(Inner {
                 shared,
                 greeting,
+                info,
                 request_timeout: opts.request_timeout,
                 reader,
                 writer,
@@ -306,6 +377,12 @@ impl Connection {
     /// The server's greeting.
     pub fn greeting(&self) -> &Greeting {
         &self.inner.greeting
+    }
+
+    /// What the server is and speaks (version, `IPROTO_ID` features):
+    /// branch on its capabilities, never on version strings.
+    pub fn server(&self) -> &ServerInfo {
+        &self.inner.info
     }
 
     /// Whether the connection has broken (every later request fails at once).

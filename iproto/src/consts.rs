@@ -1,5 +1,6 @@
-//! Numeric constants of the iproto protocol as Tarantool 2.6 defines them
-//! (`src/box/iproto_constants.h`), plus the few later additions tcf reads.
+//! Numeric constants of the iproto protocol as Tarantool defines them
+//! (`src/box/iproto_constants.h`; 2.6 plus the later additions tcf reads,
+//! each marked with the version that added it).
 
 /// Header and body map keys.
 pub mod key {
@@ -67,6 +68,36 @@ pub mod key {
     pub const ID_FILTER: u8 = 0x51;
     /// Error stack, 2.4+ (body).
     pub const ERROR: u8 = 0x52;
+    /// Raft term of a PROMOTE/DEMOTE body; of an ack (2.11+ acts on it).
+    pub const TERM: u8 = 0x53;
+    /// Protocol version in IPROTO_ID (2.10+).
+    pub const VERSION: u8 = 0x54;
+    /// Feature ids in IPROTO_ID (2.10+).
+    pub const FEATURES: u8 = 0x55;
+    /// Vclock synchronisation request id in heartbeats and acks (2.11+).
+    pub const VCLOCK_SYNC: u8 = 0x5a;
+    /// Authentication method in the IPROTO_ID answer (2.11+).
+    pub const AUTH_TYPE: u8 = 0x5b;
+    /// Replicaset name in SUBSCRIBE and its answer (3.0+).
+    pub const REPLICASET_NAME: u8 = 0x5c;
+    /// Instance name in SUBSCRIBE/JOIN (3.0+).
+    pub const INSTANCE_NAME: u8 = 0x5d;
+}
+
+/// Keys of a RAFT row's body (`IPROTO_RAFT_*`).
+pub mod raft_key {
+    /// Term.
+    pub const TERM: u8 = 0x00;
+    /// The instance id voted for in this term.
+    pub const VOTE: u8 = 0x01;
+    /// 1 follower, 2 candidate, 3 leader.
+    pub const STATE: u8 = 0x02;
+    /// The sender's vclock (candidates).
+    pub const VCLOCK: u8 = 0x03;
+    /// The known leader's id.
+    pub const LEADER_ID: u8 = 0x04;
+    /// Whether the sender sees the leader.
+    pub const IS_LEADER_SEEN: u8 = 0x05;
 }
 
 /// Request and row types.
@@ -93,6 +124,8 @@ pub mod request {
     pub const CALL: u32 = 10;
     /// WAL-only no-op: advances the LSN, may carry a transaction's commit flag.
     pub const NOP: u32 = 12;
+    /// Raft state (term, vote, leader); in a snapshot's meta section (2.7.3+).
+    pub const RAFT: u32 = 30;
     /// PROMOTE synchro row (2.6.3+).
     pub const RAFT_PROMOTE: u32 = 31;
     /// DEMOTE synchro row (2.7.3+).
@@ -109,6 +142,13 @@ pub mod request {
     pub const VOTE: u32 = 68;
     /// FETCH_SNAPSHOT: initial data of an anonymous replica.
     pub const FETCH_SNAPSHOT: u32 = 69;
+    /// Start of a snapshot's meta section (Raft and synchro state; 2.7.3+
+    /// when the request names a version).
+    pub const JOIN_META: u32 = 71;
+    /// End of the meta section: the data rows follow.
+    pub const JOIN_SNAPSHOT: u32 = 72;
+    /// IPROTO_ID: protocol version and features (2.10+).
+    pub const ID: u32 = 73;
     /// Bit set in the type of an error response; the rest is the error code.
     pub const TYPE_ERROR: u32 = 0x8000;
 }
@@ -117,9 +157,13 @@ pub mod request {
 pub mod flag {
     /// Last row of a multi-row transaction.
     pub const COMMIT: u64 = 0x01;
-    /// The transaction waits for a synchronous confirmation (2.6.3+).
+    /// On the last row: the transaction waits in the synchronous queue for
+    /// a CONFIRM (a synchronous one, or any queued behind it); 2.6.3, 2.7.2,
+    /// 2.8.1+.
     pub const WAIT_SYNC: u64 = 0x02;
-    /// The transaction is synchronous (2.6.3+).
+    /// On the last row: the transaction is synchronous itself (a sync space,
+    /// `box.begin{is_sync = true}`, or on 3.2+ a system space while the
+    /// queue is claimed); only a CONFIRM covering its LSN commits it.
     pub const WAIT_ACK: u64 = 0x04;
 }
 
@@ -149,6 +193,11 @@ pub mod errcode {
     pub const ER_UNKNOWN_REQUEST_TYPE: u32 = 48;
     /// No such user.
     pub const ER_NO_SUCH_USER: u32 = 45;
+    /// Bad configuration; 2.x/3.x also refuse a second connection with the
+    /// same replica UUID with it ("duplicate connection").
+    pub const ER_CFG: u32 = 59;
+    /// SUBSCRIBE with another replicaset's UUID (2.7.3+).
+    pub const ER_REPLICASET_UUID_MISMATCH: u32 = 63;
     /// System error, e.g. a relay that timed out waiting for acks.
     pub const ER_SYSTEM: u32 = 115;
     /// The instance is still loading.
@@ -159,6 +208,8 @@ pub mod errcode {
     pub const ER_SYNC_ROLLBACK: u32 = 217;
     /// Missing xlog files (2.6.1+).
     pub const ER_XLOG_GAP: u32 = 219;
+    /// `box.ctl.replica_gc` could not release a replica (3.3+).
+    pub const ER_REPLICA_GC: u32 = 291;
 }
 
 /// Greeting size in bytes.

@@ -32,9 +32,29 @@ pub struct StackEntry {
     pub file: String,
     /// Source line on the server.
     pub line: u32,
+    /// The error's extra fields with string values (2.10+, e.g. `details`
+    /// and `uuid` of `ER_REPLICA_GC`), in the order sent; for messages, not
+    /// for branching.
+    pub fields: Vec<(String, String)>,
 }
 
 impl ServerError {
+    /// The message, followed by the newest stack entry's `details` field
+    /// when the server sent one (3.x errors often keep the reason there).
+    pub fn message_with_details(&self) -> String {
+        let details = self
+            .stack
+            .first()
+            .and_then(|e| e.fields.iter().find(|(k, _)| k == "details"))
+            .map(|(_, v)| v.as_str());
+        match details {
+            Some(d) if !d.is_empty() && !self.message.contains(d) => {
+                format!("{}: {d}", self.message)
+            }
+            _ => self.message.clone(),
+        }
+    }
+
     /// Whether this is an xlog gap: `ER_XLOG_GAP` (2.6.1+) or, on 2.6.0,
     /// `ER_PROC_LUA` with the "Missing .xlog file" message.
     pub fn is_xlog_gap(&self) -> bool {

@@ -234,6 +234,16 @@ fn decode_stack(r: &mut Reader<'_>) -> Result<Vec<StackEntry>, DecodeError> {
                     0x02 => e.line = r.read_u32()?,
                     0x03 => e.message = r.read_str()?.to_owned(),
                     0x05 => e.code = r.read_u32()?,
+                    0x06 => {
+                        for _ in 0..r.read_map_len()? {
+                            let k = r.read_str_or_bin()?;
+                            let k = String::from_utf8_lossy(k).into_owned();
+                            let raw = r.skip()?;
+                            if let Ok(v) = Reader::new(raw).read_str() {
+                                e.fields.push((k, v.to_owned()));
+                            }
+                        }
+                    }
                     _ => {
                         r.skip()?;
                     }
@@ -319,6 +329,13 @@ mod tests {
             (2.into(), 12.into()),
             (3.into(), "Space '999' does not exist".into()),
             (5.into(), 36.into()),
+            (
+                6.into(),
+                rmpv::Value::Map(vec![
+                    ("details".into(), "Replica is connected".into()),
+                    ("line".into(), 7.into()),
+                ]),
+            ),
         ]);
         let body = rmpv::Value::Map(vec![
             (0x31.into(), "Space '999' does not exist".into()),
@@ -335,5 +352,13 @@ mod tests {
         assert_eq!(err.stack.len(), 1);
         assert_eq!(err.stack[0].kind, "ClientError");
         assert_eq!(err.stack[0].code, 36);
+        assert_eq!(
+            err.stack[0].fields,
+            [("details".to_owned(), "Replica is connected".to_owned())]
+        );
+        assert_eq!(
+            err.message_with_details(),
+            "Space '999' does not exist: Replica is connected"
+        );
     }
 }

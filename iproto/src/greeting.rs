@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::{
     consts::{GREETING_SIZE, key},
     error::ProtocolError,
+    features::Version,
     msgpack::write,
 };
 
@@ -24,6 +25,11 @@ pub struct Greeting {
 }
 
 impl Greeting {
+    /// The version as a comparable value.
+    pub fn version(&self) -> Version {
+        Version::from_id(self.version_id)
+    }
+
     /// Parses the 128 greeting bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
         if bytes.len() != GREETING_SIZE {
@@ -122,6 +128,17 @@ mod tests {
             "43e55c32-2d4e-47f3-8edb-bf832409ad5d"
         );
         assert_eq!(g.salt.len(), 32);
+        assert_eq!(g.version(), Version::new(2, 6, 0));
+    }
+
+    #[test]
+    fn parses_a_3_x_greeting() {
+        let g = greeting(
+            "Tarantool 3.3.0 (Binary) 9fa8a2fb-3f0b-4a4e-9b3c-0f8d3b9e1c2a",
+            "1m412X9S/GinFVOqTrbZ0Hqz7vVzoG20uzJvkyWi1I0=",
+        );
+        let g = Greeting::parse(&g).unwrap();
+        assert_eq!(g.version(), Version::new(3, 3, 0));
     }
 
     #[test]

@@ -1,14 +1,19 @@
-//! The anonymous-replica side of replication: VOTE, FETCH_SNAPSHOT and
-//! SUBSCRIBE with acks.
+//! The anonymous-replica side of replication: VOTE, FETCH_SNAPSHOT (see
+//! `snapshot`) and SUBSCRIBE with acks.
 //!
 //! Contract, as the gateway relies on it:
 //! * [`ReplicationClient::fetch_snapshot`] streams the read view's rows and
 //!   ends with its start vclock (subscribe from there) and end vclock;
-//! * [`ReplicationClient::subscribe`] checks that the requested vclock is not
-//!   ahead of the upstream's (2.6 would silently send nothing) and, when an
-//!   expected replicaset UUID is given, that it matches (2.6 does not check);
+//! * [`ReplicationClient::subscribe`] always sends the upstream's real
+//!   replicaset UUID (learned from `_schema` when the caller gives none:
+//!   2.7.3+ refuse any other, the nil UUID included) and, on 3.x, its
+//!   replicaset name; it checks that the requested vclock is not ahead of
+//!   the upstream's (2.6 would silently send nothing) and, when an expected
+//!   replicaset UUID is given, that it matches (2.6 does not check);
 //! * acks are sent by an independent timer every `ack_interval`, carrying
-//!   whatever vclock the caller last put into the [`AckSender`]: on Tarantool
+//!   whatever vclock the caller last put into the [`AckSender`], and nothing
+//!   else: never a Raft term (2.11+ masters act on the term in any ack, and
+//!   a term the source never had would depose its leader). On Tarantool
 //!   < 2.10 anonymous acks count toward the synchronous quorum, so the caller
 //!   must only ever publish what its target has durably committed;
 //! * the upstream is judged dead only while [`Subscription::next`] is waiting
@@ -28,9 +33,10 @@ use uuid::Uuid;
 
 use crate::{
     Row, Vclock,
-    conn::{ConnectOptions, handshake, read_frame},
+    conn::{ConnectOptions, Handshake, handshake, read_frame},
     consts::{key, request as rt},
     error::{Error, ProtocolError, Result},
+    features::ServerInfo,
     frame::{self, Frame},
     greeting::Greeting,
     msgpack::{Reader, write},
@@ -89,11 +95,13 @@ impl Ballot {
     }
 }
 
-/// Asks `addr` for its ballot (IPROTO_VOTE; needs no authentication).
+/// Asks `addr` for its ballot (IPROTO_VOTE; needs no authentication, and
+/// skips `IPROTO_ID`: polled often, it needs nothing but the ballot).
 pub async fn vote(addr: &str, opts: &ConnectOptions) -> Result<Ballot> {
     let guest = ConnectOptions::new()
         .connect_timeout(opts.connect_limit())
-        .max_frame(opts.frame_limit());
+        .max_frame(opts.frame_limit())
+        .identify(false);
     let mut c = ReplicationClient::connect(addr, &guest).await?;
     let reply = c.round_trip(rt::VOTE, |_| {}).await?;
     Ok(Ballot::decode(&reply.body)?)
@@ -133,10 +141,16 @@ impl Timing {
 pub struct SubscribeRequest {
     /// Start position: rows after it are sent (component 0 is dropped).
     pub vclock: Vclock,
-    /// Expected replicaset UUID; checked against the upstream's answer.
+    /// Expected replicaset UUID, checked against the upstream's answer. What
+    /// SUBSCRIBE sends is always the upstream's own UUID (and on 3.x its
+    /// name), read from its `_schema` first: never the nil UUID, which 2.7.3+
+    /// refuse.
     pub replicaset_uuid: Option<Uuid>,
-    /// This subscriber's instance UUID (random by default, see the docs on 2.6
-    /// duplicate connections).
+    /// This subscriber's instance UUID (random by default). A server refuses
+    /// a second connection with the same UUID while the first one's relay
+    /// lives (`ER_CFG` "duplicate connection"); on 3.3+ the UUID names the
+    /// WAL GC consumer the server keeps for the subscriber, so a long-lived
+    /// subscriber should use a stable one.
     pub instance_uuid: Uuid,
     /// Version id announced to the upstream.
     pub server_version: u32,
@@ -168,6 +182,15 @@ pub fn ack_channel(initial: Vclock) -> (AckSender, watch::Receiver<Vclock>) {
     watch::channel(initial)
 }
 
+/// A replicaset's identity as its `_schema` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicasetIdentity {
+    /// The replicaset UUID (`_schema.cluster` on 2.x, `replicaset_uuid` on 3.x).
+    pub uuid: Uuid,
+    /// The replicaset name (3.x, when configured).
+    pub name: Option<String>,
+}
+
 /// A connection for replication: requests are answered one at a time, and
 /// FETCH_SNAPSHOT and SUBSCRIBE take it over.
 #[derive(Debug)]
@@ -175,6 +198,7 @@ pub struct ReplicationClient {
     stream: TcpStream,
     buf: BytesMut,
     greeting: Greeting,
+    info: ServerInfo,
     opts: ConnectOptions,
     sync: u64,
 }
@@ -182,11 +206,17 @@ pub struct ReplicationClient {
 impl ReplicationClient {
     /// Connects and authenticates (the user needs `read` on `universe`).
     pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self> {
-        let (stream, greeting, buf) = handshake(addr, opts).await?;
+        let Handshake {
+            stream,
+            greeting,
+            info,
+            buf,
+        } = handshake(addr, opts).await?;
         Ok(Self {
             stream,
             buf,
             greeting,
+            info,
             opts: opts.clone(),
             sync: 0,
         })
@@ -197,7 +227,16 @@ impl ReplicationClient {
         &self.greeting
     }
 
-    async fn send(&mut self, request_type: u32, body: impl FnOnce(&mut Vec<u8>)) -> Result<u64> {
+    /// What the upstream is and speaks: branch on its capabilities.
+    pub fn server(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    pub(crate) async fn send(
+        &mut self,
+        request_type: u32,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<u64> {
         self.sync += 1;
         let mut out = Vec::new();
         frame::encode_frame(&mut out, request_type, self.sync, body);
@@ -205,7 +244,7 @@ impl ReplicationClient {
         Ok(self.sync)
     }
 
-    async fn recv(&mut self, what: &'static str, limit: Duration) -> Result<Frame> {
+    pub(crate) async fn recv(&mut self, what: &'static str, limit: Duration) -> Result<Frame> {
         let max = self.opts.frame_limit();
         tokio::time::timeout(limit, read_frame(&mut self.stream, &mut self.buf, max))
             .await
@@ -231,82 +270,96 @@ impl ReplicationClient {
         }
     }
 
+    /// One `_schema` value (field 2 of the tuple keyed `name`), if any.
+    async fn schema_value(&mut self, name: &str) -> Result<Option<String>> {
+        let key = [rmpv::Value::from(name)];
+        let opts = Select {
+            limit: 1,
+            ..Select::default()
+        };
+        let reply = self
+            .round_trip(rt::SELECT, |o| {
+                request::select(o, SCHEMA_SPACE, &key[..], opts)
+            })
+            .await?;
+        let resp = crate::conn::Response {
+            header: reply.header,
+            body: reply.body,
+        };
+        let data = resp.data_value()?;
+        Ok(data
+            .as_array()
+            .and_then(|rows| rows.first())
+            .and_then(|t| t.as_array())
+            .and_then(|t| t.get(1))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned))
+    }
+
     /// The replicaset UUID from `_schema` (`cluster` on 2.x,
-    /// `replicaset_uuid` on 3.x).
+    /// `replicaset_uuid` on 3.x; the other key is tried too, for a schema
+    /// not yet upgraded).
     pub async fn replicaset_uuid(&mut self) -> Result<Uuid> {
-        for name in ["cluster", "replicaset_uuid"] {
-            let key = [rmpv::Value::from(name)];
-            let opts = Select {
-                limit: 1,
-                ..Select::default()
-            };
-            let reply = self
-                .round_trip(rt::SELECT, |o| {
-                    request::select(o, SCHEMA_SPACE, &key[..], opts)
-                })
-                .await?;
-            let resp = crate::conn::Response {
-                header: reply.header,
-                body: reply.body,
-            };
-            let data = resp.data_value()?;
-            let found = data
-                .as_array()
-                .and_then(|rows| rows.first())
-                .and_then(|t| t.as_array())
-                .and_then(|t| t.get(1))
-                .and_then(|v| v.as_str())
-                .and_then(|s| Uuid::parse_str(s).ok());
-            if let Some(uuid) = found {
+        let first = self.info.replicaset_uuid_key();
+        let second = if first == "cluster" {
+            "replicaset_uuid"
+        } else {
+            "cluster"
+        };
+        for name in [first, second] {
+            if let Some(uuid) = self
+                .schema_value(name)
+                .await?
+                .and_then(|s| Uuid::parse_str(&s).ok())
+                .filter(|u| !u.is_nil())
+            {
                 return Ok(uuid);
             }
         }
         Err(ProtocolError::Missing("replicaset uuid in _schema").into())
     }
 
-    /// Sends FETCH_SNAPSHOT and waits for the start vclock.
-    pub async fn fetch_snapshot(mut self) -> Result<SnapshotStream> {
-        let sync = self.send(rt::FETCH_SNAPSHOT, |_| {}).await?;
-        let first = self
-            .recv("FETCH_SNAPSHOT", self.opts_request_limit())
-            .await?;
-        if let Some(e) = first.server_error() {
-            return Err(Error::Server(e));
-        }
-        if first.header.request_type != rt::OK {
-            return Err(ProtocolError::UnexpectedType {
-                got: first.header.request_type,
-                during: "waiting for the snapshot's start vclock",
-            }
-            .into());
-        }
-        let start = vclock_of(&first.body)?;
-        Ok(SnapshotStream {
-            client: self,
-            sync,
-            start,
-            end: None,
-        })
+    /// The replicaset's UUID and, where the server has names (3.x), its name.
+    pub async fn replicaset(&mut self) -> Result<ReplicasetIdentity> {
+        let uuid = self.replicaset_uuid().await?;
+        let name = if self.info.has_node_names() {
+            self.schema_value("replicaset_name")
+                .await?
+                .filter(|n| !n.is_empty())
+        } else {
+            None
+        };
+        Ok(ReplicasetIdentity { uuid, name })
     }
 
-    fn opts_request_limit(&self) -> Duration {
+    pub(crate) fn snapshot_limit(&self) -> Duration {
         // A snapshot answer waits for the WAL sync and confirmed sync
         // transactions; give it the generous connect limit times two.
         self.opts.connect_limit() * 2
     }
 
     /// Subscribes as an anonymous replica. `acks` is read by the ack timer.
+    ///
+    /// The upstream's replicaset identity is read from its `_schema` first
+    /// (one round trip on this connection) and sent as is; a mismatch with
+    /// the expected UUID is then reported by the answer's check
+    /// ([`Error::ReplicasetMismatch`]), whatever the server version.
     pub async fn subscribe(
         mut self,
         req: &SubscribeRequest,
         acks: watch::Receiver<Vclock>,
     ) -> Result<Subscription> {
         let vclock = req.vclock.without_local();
-        let rs = req.replicaset_uuid.unwrap_or(Uuid::nil());
+        let ReplicasetIdentity { uuid: rs, name } = self.replicaset().await?;
         self.send(rt::SUBSCRIBE, |o| {
-            write::map_len(o, if req.id_filter.is_empty() { 5 } else { 6 });
+            let extra = u32::from(!req.id_filter.is_empty()) + u32::from(name.is_some());
+            write::map_len(o, 5 + extra);
             write::uint(o, u64::from(key::CLUSTER_UUID));
             write::str(o, &rs.to_string());
+            if let Some(name) = &name {
+                write::uint(o, u64::from(key::REPLICASET_NAME));
+                write::str(o, name);
+            }
             write::uint(o, u64::from(key::INSTANCE_UUID));
             write::str(o, &req.instance_uuid.to_string());
             write::uint(o, u64::from(key::VCLOCK));
@@ -330,6 +383,7 @@ impl ReplicationClient {
         }
         let upstream_vclock = vclock_of(&reply.body)?;
         let replicaset_uuid = uuid_of(&reply.body)?;
+        let replicaset_name = name_of(&reply.body)?;
         if let Some(expected) = req.replicaset_uuid
             && expected != replicaset_uuid
         {
@@ -355,6 +409,8 @@ impl ReplicationClient {
             responder_id: reply.header.replica_id,
             upstream_vclock,
             replicaset_uuid,
+            replicaset_name,
+            info: self.info,
             acker,
         })
     }
@@ -380,7 +436,7 @@ fn body_key<'a>(body: &'a [u8], wanted: u8, what: &'static str) -> Result<Reader
     Err(ProtocolError::Missing(what).into())
 }
 
-fn vclock_of(body: &[u8]) -> Result<Vclock> {
+pub(crate) fn vclock_of(body: &[u8]) -> Result<Vclock> {
     let mut r = body_key(body, key::VCLOCK, "VCLOCK")?;
     Ok(Vclock::decode(&mut r).map_err(ProtocolError::decode("VCLOCK"))?)
 }
@@ -393,57 +449,16 @@ fn uuid_of(body: &[u8]) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| ProtocolError::Missing("a valid CLUSTER_UUID").into())
 }
 
-/// The rows of a FETCH_SNAPSHOT, then its end vclock.
-#[derive(Debug)]
-pub struct SnapshotStream {
-    client: ReplicationClient,
-    sync: u64,
-    start: Vclock,
-    end: Option<Vclock>,
-}
-
-impl SnapshotStream {
-    /// The read view's vclock: subscribe from here, not from the end vclock.
-    pub fn start_vclock(&self) -> &Vclock {
-        &self.start
-    }
-
-    /// The upstream's vclock when the snapshot ended (after the last row).
-    pub fn end_vclock(&self) -> Option<&Vclock> {
-        self.end.as_ref()
-    }
-
-    /// The next snapshot row (system spaces first), or `None` at the end.
-    pub async fn next_row(&mut self) -> Result<Option<Row>> {
-        if self.end.is_some() {
-            return Ok(None);
-        }
-        let limit = self.client.opts_request_limit();
-        let f = self.client.recv("snapshot row", limit).await?;
-        if let Some(e) = f.server_error() {
-            return Err(Error::Server(e));
-        }
-        if f.header.sync != self.sync {
-            return Err(ProtocolError::UnexpectedType {
-                got: f.header.request_type,
-                during: "reading a snapshot (foreign sync)",
-            }
-            .into());
-        }
-        if f.header.request_type == rt::OK {
-            self.end = Some(vclock_of(&f.body)?);
-            return Ok(None);
-        }
-        Ok(Some(Row::from(f)))
-    }
-
-    /// Gives the connection back once the stream has ended (to SUBSCRIBE on
-    /// the same socket right away: 2.6 keeps no xlogs for us in between).
-    pub fn into_client(self) -> Result<ReplicationClient> {
-        if self.end.is_none() {
-            return Err(ProtocolError::Missing("end of snapshot").into());
-        }
-        Ok(self.client)
+/// The replicaset name of a SUBSCRIBE answer (3.x), if any.
+fn name_of(body: &[u8]) -> Result<Option<String>> {
+    match body_key(body, key::REPLICASET_NAME, "REPLICASET_NAME") {
+        Ok(mut r) => Ok(Some(
+            r.read_str()
+                .map_err(ProtocolError::decode("REPLICASET_NAME"))?
+                .to_owned(),
+        )),
+        Err(Error::Protocol(ProtocolError::Missing(_))) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -470,6 +485,8 @@ pub struct Subscription {
     responder_id: u32,
     upstream_vclock: Vclock,
     replicaset_uuid: Uuid,
+    replicaset_name: Option<String>,
+    info: ServerInfo,
     acker: JoinHandle<()>,
 }
 
@@ -493,6 +510,16 @@ impl Subscription {
     /// The upstream's replicaset UUID.
     pub fn replicaset_uuid(&self) -> Uuid {
         self.replicaset_uuid
+    }
+
+    /// The upstream's replicaset name, when it has one (3.x).
+    pub fn replicaset_name(&self) -> Option<&str> {
+        self.replicaset_name.as_deref()
+    }
+
+    /// What the upstream is and speaks.
+    pub fn server(&self) -> &ServerInfo {
+        &self.info
     }
 
     /// The next row or heartbeat.
@@ -532,14 +559,61 @@ async fn ack_loop(
         tick.tick().await;
         let vclock = acks.borrow().without_local();
         out.clear();
-        frame::encode_frame(&mut out, rt::OK, 0, |o| {
-            write::map_len(o, 1);
-            write::uint(o, u64::from(key::VCLOCK));
-            vclock.encode(o);
-        });
+        encode_ack(&mut out, &vclock);
         if let Err(e) = wr.write_all(&out).await {
             tracing::debug!(error = %e, "ack write failed; the reader will see the broken socket");
             return;
         }
+    }
+}
+
+/// One ack frame: `OK {VCLOCK}` and nothing else. In particular no
+/// `IPROTO_TERM`: 2.11+ masters call `raft_process_term` with the term of
+/// every ack (an absent one reads as 0, a no-op), and the gateway has no
+/// term of its own to report. No `VCLOCK_SYNC` echo either: masters ask
+/// registered replicas only (`box_collect_confirmed_vclock` skips anonymous
+/// ones).
+pub(crate) fn encode_ack(out: &mut Vec<u8>, vclock: &Vclock) {
+    frame::encode_frame(out, rt::OK, 0, |o| {
+        write::map_len(o, 1);
+        write::uint(o, u64::from(key::VCLOCK));
+        vclock.encode(o);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    #[test]
+    fn an_ack_carries_the_vclock_and_never_a_term() {
+        let mut out = Vec::new();
+        let vclock: Vclock = [(1, 10), (2, 3)].into_iter().collect();
+        encode_ack(&mut out, &vclock);
+        let mut buf = BytesMut::from(&out[..]);
+        let f = frame::decode_frame(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(f.header.request_type, rt::OK);
+        let body = rmpv::decode::read_value(&mut &f.body[..]).unwrap();
+        let keys: Vec<u64> = body
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_u64().unwrap())
+            .collect();
+        assert_eq!(keys, [u64::from(key::VCLOCK)], "no TERM, no VCLOCK_SYNC");
+        assert_eq!(vclock_of(&f.body).unwrap(), vclock);
+    }
+
+    #[test]
+    fn a_subscribe_answer_may_name_the_replicaset() {
+        let mut body = Vec::new();
+        write::map_len(&mut body, 1);
+        write::uint(&mut body, u64::from(key::REPLICASET_NAME));
+        write::str(&mut body, "storage-1");
+        assert_eq!(name_of(&body).unwrap().as_deref(), Some("storage-1"));
+        assert_eq!(name_of(&[0x80]).unwrap(), None);
+        assert!(name_of(&[0x81, 0x5c, 0x01]).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tcf_iproto::Vclock;
 use tcf_proto::v1::{self, ErrorKind, open::Start};
 use tcf_tests::{
-    Grant, Privileges, Replicaset, SpaceSpec, TarantoolOptions, TcfProcess, UserSpec,
+    Grant, Replicaset, SpaceSpec, TarantoolOptions, TcfProcess, UserSpec,
     gateway::{
         ADMIN_TOKEN, GatewayOptions, INFO_TOKEN, Message, REPL_PASSWORD, REPL_USER, RunningGateway,
         StreamClient, cert,
@@ -20,7 +20,9 @@ async fn source(name: &str, checkpoint_count: u32) -> Replicaset {
     tcf_tests::init_tracing();
     TarantoolOptions::new(name)
         .space(SpaceSpec::new("test"))
-        .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
+        // The `replication` role: `read` on `universe`, and on 3.3+ `write` on
+        // `_gc_consumers` (the anonymous subscriber's WAL GC consumer).
+        .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::replication()))
         .replication_timeout(Duration::from_millis(250))
         .checkpoint_count(checkpoint_count)
         .start_replicaset()
@@ -153,6 +155,27 @@ async fn a_wal_gap_stops_the_stream_loudly() {
     assert!(e.message.contains("WAL gap"), "{e:?}");
     let status = gw.status().await.expect("status");
     assert_eq!(status["replicasets"]["rs1"]["state"], "gapped", "{status}");
+    // Found by the ballots' gc_vclock before subscribing, never by a failed
+    // read: the source never saw a SUBSCRIBE from the gateway (and on 3.3+
+    // keeps no WAL GC consumer for it).
+    let subscriber = status["replicasets"]["rs1"]["subscriber_uuid"]
+        .as_str()
+        .expect("subscriber uuid in the status")
+        .to_owned();
+    let log = rs.master().log_tail(1000);
+    assert!(
+        !log.contains(&format!("subscribed replica {subscriber}")),
+        "the gateway subscribed: {log}"
+    );
+    let consumers = rs
+        .master()
+        .eval1(
+            "return box.space._gc_consumers == nil and 0 or box.space._gc_consumers:count()",
+            &[],
+        )
+        .await
+        .expect("consumers");
+    assert_eq!(consumers.as_u64(), Some(0));
 }
 
 #[tokio::test]
@@ -208,7 +231,8 @@ async fn a_foreign_source_uuid_or_the_source_as_target_is_refused() {
     );
     let own = rs
         .master()
-        .eval1("return box.info.cluster.uuid", &[])
+        // 3.x: `box.info.replicaset`; `box.info.cluster` is the whole cluster.
+        .eval1("return (box.info.replicaset or box.info.cluster).uuid", &[])
         .await
         .expect("uuid");
     let own = own.as_str().expect("uuid string").to_owned();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tcf_iproto::Vclock;
 use tcf_proto::v1::{self, Op, open::Start};
 use tcf_tests::{
-    Grant, Privileges, Replicaset, Signal, SpaceSpec, Tarantool, TarantoolOptions, UserSpec,
+    Grant, Replicaset, Signal, SpaceSpec, Tarantool, TarantoolOptions, UserSpec,
     gateway::{GatewayOptions, Message, REPL_PASSWORD, REPL_USER, RunningGateway, Stream},
 };
 
@@ -25,7 +25,9 @@ fn source(name: &str) -> TarantoolOptions {
         .space(SpaceSpec::new("loc").local())
         .space(SpaceSpec::new("tmp").temporary())
         .space(SpaceSpec::new("_tcf_progress_memtx").primary_key(&[(1, "string"), (2, "string")]))
-        .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
+        // The `replication` role: `read` on `universe`, and on 3.3+ `write` on
+        // `_gc_consumers` (the anonymous subscriber's WAL GC consumer).
+        .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::replication()))
         .replication_timeout(Duration::from_millis(250))
 }
 

@@ -1,4 +1,4 @@
-//! The anonymous-replica side of iproto against a real Tarantool 2.6:
+//! The anonymous-replica side of iproto against a real Tarantool (2.6, 2.11, 3.x):
 //! FETCH_SNAPSHOT, SUBSCRIBE, transactions, acks, liveness and WAL gaps.
 
 use std::time::Duration;
@@ -16,15 +16,30 @@ const REPL_PASSWORD: &str = "repl-secret";
 /// Deadline for anything that should happen within a few heartbeats.
 const SOON: Duration = Duration::from_secs(30);
 
+/// Claims the synchronous queue on the master where that exists: 2.10+
+/// refuse synchronous writes while it belongs to nobody
+/// (`ER_SYNCHRO_QUEUE_UNCLAIMED`); 2.6.0 has neither the queue owner nor
+/// `box.ctl.promote`.
+const CLAIM_SYNCHRO_QUEUE: &str = "if box.ctl.promote ~= nil and box.info.synchro ~= nil \
+     and box.info.synchro.queue.owner == 0 then box.ctl.promote() end";
+
+/// 3.3+ persist an anonymous subscriber's WAL GC consumer in
+/// `_gc_consumers` as the subscribing user: it needs `write` there (the
+/// `replication` role has it on 3.3+).
+const GC_CONSUMERS_GRANT: &str = "if box.space._gc_consumers ~= nil then \
+     box.schema.user.grant('repl', 'write', 'space', '_gc_consumers') end";
+
 fn options(name: &str) -> TarantoolOptions {
     tcf_tests::init_tracing();
     TarantoolOptions::new(name)
         .space(SpaceSpec::new("test"))
         .space(SpaceSpec::new("loc").local())
         .space(SpaceSpec::new("stest").sync())
-        // Only `read` on `universe`: all an anonymous replica needs on 2.6.
+        // `read` on `universe`: all an anonymous replica needs before 3.3.
         .user(UserSpec::new(REPL, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
         .replication_timeout(Duration::from_millis(250))
+        .bootstrap_lua(GC_CONSUMERS_GRANT)
+        .bootstrap_lua(CLAIM_SYNCHRO_QUEUE)
 }
 
 fn repl_opts() -> ConnectOptions {
@@ -128,8 +143,33 @@ async fn fetch_snapshot_returns_user_rows_then_subscribe_continues() {
         .await
         .expect("connect");
     let rs_uuid = client.replicaset_uuid().await.expect("replicaset uuid");
+    let has_meta = client.server().snapshot_has_meta();
     let mut snap = client.fetch_snapshot().await.expect("fetch snapshot");
-    assert_eq!(snap.start_vclock(), &vclock_of(&master).await);
+    // 2.11+ include the local component 0 (`send_join_header`).
+    assert_eq!(
+        snap.start_vclock().without_local(),
+        vclock_of(&master).await
+    );
+    // 2.11.4+/3.x send the synchronous queue's state (and 3.x the Raft term)
+    // before the data.
+    match snap.meta() {
+        Some(meta) => {
+            assert!(has_meta, "{meta:?}");
+            let state = master
+                .eval(
+                    "return box.info.synchro.queue.owner, box.info.election.term",
+                    &[],
+                )
+                .await
+                .expect("synchro state");
+            let queue = meta.queue.expect("queue state in the meta section");
+            assert_eq!(Some(u64::from(queue.replica_id)), state[0].as_u64());
+            if let Some(raft) = &meta.raft {
+                assert_eq!(Some(raft.term), state[1].as_u64(), "{meta:?}");
+            }
+        }
+        None => assert!(!has_meta, "the server should have sent the meta section"),
+    }
     let mut user_rows = Vec::new();
     let mut system_rows = 0;
     while let Some(row) = snap.next_row().await.expect("snapshot row") {
@@ -166,7 +206,7 @@ async fn fetch_snapshot_returns_user_rows_then_subscribe_continues() {
         .eval("box.space.test:insert{4, 'row-4'}", &[])
         .await
         .expect("insert");
-    let tx = next_tx(&mut sub, &mut TxAssembler::new(start)).await;
+    let tx = next_tx(&mut sub, &mut TxAssembler::new(start.without_local())).await;
     assert_eq!(tx.rows.len(), 1);
     assert_eq!(tx.vclock, vclock_of(&master).await);
 }
@@ -230,7 +270,14 @@ async fn a_transaction_ending_in_a_local_row_is_closed_by_a_nop() {
     let mut asm = TxAssembler::new(from);
     let tx = next_tx(&mut sub, &mut asm).await;
     let kinds: Vec<_> = tx.rows.iter().map(|r| r.kind()).collect();
-    assert_eq!(kinds, [RowKind::Dml(DmlKind::Insert), RowKind::Nop]);
+    // Before 2.11.2/3.0 a NOP carries the commit flag; since then the relay
+    // moves the flag onto the last global row (commit 9bde48a8bc).
+    assert!(
+        kinds == [RowKind::Dml(DmlKind::Insert), RowKind::Nop]
+            || kinds == [RowKind::Dml(DmlKind::Insert)],
+        "{kinds:?}"
+    );
+    assert!(tx.rows.last().expect("rows").is_commit());
     assert_eq!(tx.dml_rows().count(), 1);
     // The local-only insert is never relayed: the next transaction is insert 31.
     let next = next_tx(&mut sub, &mut asm).await;
@@ -372,7 +419,29 @@ async fn acks_carry_only_the_vclock_the_caller_publishes() {
         .expect("rollback seen")
         .expect("task");
 
-    // Now the caller publishes what it received: the next sync insert commits.
+    // Now the caller publishes what it received. Before 2.10 the anonymous
+    // ack completes the quorum and the next sync insert commits; since 2.10
+    // anonymous acks never count, and it times out even though acked.
+    if !sub.server().anon_acks_count_for_quorum() {
+        let (tx, rolled_back) = tokio::join!(
+            async {
+                let tx = next_tx(&mut sub, &mut asm).await;
+                ack.send_replace(tx.vclock.clone());
+                tx
+            },
+            master.eval("box.space.stest:insert{2, 'acked in vain'}", &[])
+        );
+        assert_eq!(tx.dml_rows().count(), 1);
+        let code = rolled_back
+            .expect_err("anonymous acks do not count")
+            .chain()
+            .find_map(|e| e.downcast_ref::<Error>())
+            .and_then(Error::server_code);
+        assert_eq!(code, Some(errcode::ER_SYNC_QUORUM_TIMEOUT));
+        let rollback = next_tx(&mut sub, &mut asm).await;
+        assert_eq!(rollback.rows[0].kind(), RowKind::Rollback);
+        return;
+    }
     master
         .eval("box.cfg{replication_synchro_timeout = 30}", &[])
         .await
@@ -501,4 +570,190 @@ async fn a_wal_gap_is_its_own_error_kind() {
         }
     };
     assert!(matches!(err, Error::XlogGap(_)), "{err:?}");
+}
+
+/// Why acks must never carry a made-up term: a hand-rolled anonymous
+/// subscriber whose ack carries `IPROTO_TERM` = term + 5 moves a 2.11+
+/// master to that term (it steps down and re-elects). tcf's acks carry only
+/// the vclock (`replication::encode_ack`, and `gateway_compat` checks the
+/// term against a real gateway).
+#[tokio::test]
+async fn an_ack_with_a_made_up_term_would_move_the_leaders_term() {
+    use tcf_iproto::{
+        Greeting, chap_sha1_scramble,
+        consts::{key, request},
+        frame,
+        msgpack::write,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let master = options("fake-term")
+        .synchro_quorum(1)
+        .start_single()
+        .await
+        .expect("master");
+    let info = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect")
+        .server()
+        .clone();
+    if !info.acts_on_ack_term() {
+        eprintln!(
+            "SKIP: Tarantool {} does not act on the term in acks (2.11+)",
+            info.version()
+        );
+        return;
+    }
+    master
+        .eval("box.cfg{election_mode = 'candidate'}", &[])
+        .await
+        .expect("election_mode");
+    let term = tcf_tests::wait_until("a leader", SOON, || async {
+        let v = master
+            .eval(
+                "return box.info.election.state, box.info.election.term",
+                &[],
+            )
+            .await
+            .expect("election");
+        match (v[0].as_str(), v[1].as_u64()) {
+            (Some("leader"), Some(t)) => tcf_tests::Outcome::Ready(t),
+            other => tcf_tests::Outcome::Pending(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("leader");
+    let rs_uuid = master
+        .eval1("return (box.info.replicaset or box.info.cluster).uuid", &[])
+        .await
+        .expect("uuid");
+    let from = vclock_of(&master).await;
+
+    // greeting, AUTH, SUBSCRIBE by hand, then one ack with a term.
+    let mut sock = tokio::net::TcpStream::connect(master.uri())
+        .await
+        .expect("tcp");
+    let mut g = [0u8; 128];
+    sock.read_exact(&mut g).await.expect("greeting");
+    let salt = Greeting::parse(&g).expect("greeting").salt;
+    let mut out = Vec::new();
+    frame::encode_frame(&mut out, request::AUTH, 1, |o| {
+        write::map_len(o, 2);
+        write::uint(o, u64::from(key::USER_NAME));
+        write::str(o, REPL);
+        write::uint(o, u64::from(key::TUPLE));
+        write::array_len(o, 2);
+        write::str(o, "chap-sha1");
+        write::bin(o, &chap_sha1_scramble(&salt, REPL_PASSWORD));
+    });
+    sock.write_all(&out).await.expect("auth");
+    // 3.x refuse a SUBSCRIBE pipelined behind an unanswered request.
+    let mut reply = Vec::new();
+    loop {
+        let mut r = tcf_iproto::msgpack::Reader::new(&reply);
+        if let Ok(len) = r.read_u64()
+            && reply.len() >= r.position() + len as usize
+        {
+            break;
+        }
+        let mut chunk = [0u8; 256];
+        let n = sock.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    out.clear();
+    frame::encode_frame(&mut out, request::SUBSCRIBE, 2, |o| {
+        write::map_len(o, 5);
+        write::uint(o, u64::from(key::CLUSTER_UUID));
+        write::str(o, rs_uuid.as_str().expect("uuid string"));
+        write::uint(o, u64::from(key::INSTANCE_UUID));
+        write::str(o, &uuid::Uuid::new_v4().to_string());
+        write::uint(o, u64::from(key::VCLOCK));
+        from.encode(o);
+        write::uint(o, u64::from(key::SERVER_VERSION));
+        write::uint(o, 0x020b00);
+        write::uint(o, u64::from(key::REPLICA_ANON));
+        write::bool(o, true);
+    });
+    sock.write_all(&out).await.expect("send");
+    // The relay reads acks only once the subscription runs.
+    tcf_tests::wait_until("the subscription", SOON, || async {
+        let n = master
+            .eval1("return box.info.replication_anon.count", &[])
+            .await
+            .expect("anon count");
+        if n.as_u64() == Some(1) {
+            tcf_tests::Outcome::Ready(())
+        } else {
+            tcf_tests::Outcome::Pending(format!("{n}"))
+        }
+    })
+    .await
+    .expect("subscribed");
+    let mut ack = Vec::new();
+    frame::encode_frame(&mut ack, request::OK, 0, |o| {
+        write::map_len(o, 2);
+        write::uint(o, u64::from(key::VCLOCK));
+        from.encode(o);
+        write::uint(o, u64::from(key::TERM));
+        write::uint(o, term + 5);
+    });
+    let acker = tokio::spawn(async move {
+        loop {
+            if sock.write_all(&ack).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tcf_tests::wait_until("the master to take the made-up term", SOON, || async {
+        let v = master
+            .eval("return box.info.election.term", &[])
+            .await
+            .expect("term");
+        match v[0].as_u64() {
+            Some(t) if t >= term + 5 => tcf_tests::Outcome::Ready(()),
+            other => tcf_tests::Outcome::Pending(format!("term {other:?}, was {term}")),
+        }
+    })
+    .await
+    .expect("a term-carrying ack moves the term");
+    acker.abort();
+}
+
+/// 3.x: a named replicaset's name is read from `_schema` and sent in
+/// SUBSCRIBE (no "Replicaset name mismatch" warning on the source), and the
+/// answer names it back.
+#[tokio::test]
+async fn a_named_replicaset_is_subscribed_to_by_name() {
+    let master = options("names").start_single().await.expect("master");
+    let mut client = ReplicationClient::connect(&master.uri(), &repl_opts())
+        .await
+        .expect("connect");
+    if !client.server().has_node_names() {
+        eprintln!(
+            "SKIP: Tarantool {} has no replicaset names (3.0+)",
+            client.server().version()
+        );
+        return;
+    }
+    master
+        .eval("box.cfg{replicaset_name = 'tcf-names'}", &[])
+        .await
+        .expect("name the replicaset");
+    let id = client.replicaset().await.expect("identity");
+    assert_eq!(id.name.as_deref(), Some("tcf-names"));
+    let from = vclock_of(&master).await;
+    let (_ack, acks) = ack_channel(from.clone());
+    let sub = client
+        .subscribe(&SubscribeRequest::new(from), acks)
+        .await
+        .expect("subscribe");
+    assert_eq!(sub.replicaset_name(), Some("tcf-names"));
+    assert_eq!(sub.replicaset_uuid(), id.uuid);
+    assert!(
+        !master.log_tail(200).contains("Replicaset name mismatch"),
+        "{}",
+        master.log_tail(200)
+    );
 }
