@@ -20,29 +20,37 @@ pub(crate) enum Choice {
 }
 
 /// The newest vclock any instance reports (component-wise maximum), and the
-/// ballots in config order (`None` where unreachable).
+/// ballots in config order (the error where an instance did not answer).
 pub(crate) async fn ballots(
     instances: &[String],
     opts: &ConnectOptions,
     limit: Duration,
-) -> Vec<(String, Option<Ballot>)> {
+) -> Vec<(String, Result<Ballot, String>)> {
     let asks = instances.iter().map(|uri| async move {
-        let b = tokio::time::timeout(limit, vote(uri, opts))
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let b = match tokio::time::timeout(limit, vote(uri, opts)).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no ballot within {limit:?}")),
+        };
         (uri.clone(), b)
     });
     futures::future::join_all(asks).await
 }
 
+/// Each instance that did not answer, with why: `uri: cause; ...`.
+pub(crate) fn unreachable(ballots: &[(String, Result<Ballot, String>)]) -> String {
+    ballots
+        .iter()
+        .filter_map(|(u, b)| b.as_ref().err().map(|e| format!("{u}: {e}")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Merges the vclocks of every reachable instance.
-pub(crate) fn newest(ballots: &[(String, Option<Ballot>)]) -> Vclock {
+pub(crate) fn newest(ballots: &[(String, Result<Ballot, String>)]) -> Vclock {
     let mut v = Vclock::new();
-    for (_, b) in ballots {
-        if let Some(b) = b {
-            v.merge(&b.vclock.without_local());
-        }
+    for b in ballots.iter().filter_map(|(_, b)| b.as_ref().ok()) {
+        v.merge(&b.vclock.without_local());
     }
     v
 }
@@ -51,19 +59,18 @@ pub(crate) fn newest(ballots: &[(String, Option<Ballot>)]) -> Vclock {
 /// or the current position, anything reachable will do), avoiding `avoid`
 /// (the instance that just failed) when another one qualifies.
 pub(crate) fn choose(
-    ballots: &[(String, Option<Ballot>)],
+    ballots: &[(String, Result<Ballot, String>)],
     position: Option<&Vclock>,
     avoid: Option<&str>,
 ) -> Choice {
     let reachable: Vec<(&String, &Ballot)> = ballots
         .iter()
-        .filter_map(|(u, b)| b.as_ref().map(|b| (u, b)))
+        .filter_map(|(u, b)| b.as_ref().ok().map(|b| (u, b)))
         .collect();
     if reachable.is_empty() {
-        let names: Vec<&str> = ballots.iter().map(|(u, _)| u.as_str()).collect();
         return Choice::Unreachable(format!(
             "no instance answered IPROTO_VOTE: {}",
-            names.join(", ")
+            unreachable(ballots)
         ));
     }
     let has_rows: Vec<&(&String, &Ballot)> = reachable
@@ -103,8 +110,8 @@ pub(crate) fn choose(
 mod tests {
     use super::*;
 
-    fn b(ro: bool, vclock: u64, gc: u64) -> Option<Ballot> {
-        Some(Ballot {
+    fn b(ro: bool, vclock: u64, gc: u64) -> Result<Ballot, String> {
+        Ok(Ballot {
             is_ro: ro,
             is_ro_cfg: ro,
             vclock: [(1, vclock)].into_iter().collect(),
@@ -145,7 +152,10 @@ mod tests {
 
     #[test]
     fn gap_only_when_no_instance_has_the_rows() {
-        let ballots = vec![("m".to_owned(), b(false, 100, 60)), ("r".to_owned(), None)];
+        let ballots = vec![
+            ("m".to_owned(), b(false, 100, 60)),
+            ("r".to_owned(), Err("refused".into())),
+        ];
         assert!(matches!(
             choose(&ballots, Some(&at(50)), None),
             Choice::Gap { .. }
@@ -162,7 +172,7 @@ mod tests {
             choose(&ballots, Some(&at(50)), None),
             Choice::Ahead { .. }
         ));
-        let none = vec![("m".to_owned(), None)];
+        let none = vec![("m".to_owned(), Err("refused".into()))];
         assert!(matches!(
             choose(&none, Some(&at(50)), None),
             Choice::Unreachable(_)

@@ -12,6 +12,7 @@
 //! * what is skipped still moves the processed watermark reported to the
 //!   destination.
 
+mod bgfile;
 mod choose;
 mod classify;
 pub mod config;

@@ -142,7 +142,31 @@ pub(crate) async fn send_loop(
                         }
                     };
                     loop {
-                        let piece = match pieces.next_piece() {
+                        let next = if pieces.is_spilled() {
+                            // File reads stay off the async threads.
+                            match tokio::task::spawn_blocking(move || {
+                                let next = pieces.next_piece();
+                                (pieces, next)
+                            })
+                            .await
+                            {
+                                Ok((p, next)) => {
+                                    pieces = p;
+                                    next
+                                }
+                                Err(e) => {
+                                    let _ = out
+                                        .send(Err(Status::internal(format!(
+                                            "reading a spilled transaction: {e}"
+                                        ))))
+                                        .await;
+                                    return;
+                                }
+                            }
+                        } else {
+                            pieces.next_piece()
+                        };
+                        let piece = match next {
                             Ok(Some(p)) => p,
                             Ok(None) => break,
                             Err(e) => {
@@ -259,7 +283,27 @@ async fn send_snapshot(
         }
     };
     loop {
-        match reader.next_chunk() {
+        // File reads stay off the async threads.
+        let next = match tokio::task::spawn_blocking(move || {
+            let next = reader.next_chunk();
+            (reader, next)
+        })
+        .await
+        {
+            Ok((r, next)) => {
+                reader = r;
+                next
+            }
+            Err(e) => {
+                let _ = out
+                    .send(Err(Status::internal(format!(
+                        "reading the snapshot spool: {e}"
+                    ))))
+                    .await;
+                return Err(());
+            }
+        };
+        match next {
             Ok(Some(rows)) => send(out, Kind::SnapshotRows(v1::SnapshotRows { rows })).await?,
             Ok(None) => break,
             Err(e) => {
@@ -357,7 +401,7 @@ pub(crate) async fn poll_loop(
             .instance
             .as_ref()
             .and_then(|i| b.iter().find(|(u, _)| u == i))
-            .and_then(|(_, b)| b.as_ref())
+            .and_then(|(_, b)| b.as_ref().ok())
         {
             st.xlog_headroom_rows = Some(
                 st.processed_vclock.signature() as i64

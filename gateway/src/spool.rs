@@ -9,7 +9,7 @@
 use std::{
     collections::BTreeSet,
     fs::File,
-    io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write},
+    io::{self, BufReader, Read, Seek, SeekFrom, Write},
     path::Path,
 };
 
@@ -19,6 +19,8 @@ use tcf_proto::v1;
 use uuid::Uuid;
 
 use tcf_iproto::schema::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
+
+use crate::bgfile::BgWriter;
 
 /// A spooled snapshot.
 #[derive(Debug)]
@@ -35,10 +37,14 @@ pub(crate) struct Spool {
 /// Why spooling failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SpoolError {
-    #[error("reading the snapshot from the source")]
+    #[error("reading the snapshot from the source: {0}")]
     Source(#[from] tcf_iproto::Error),
-    #[error("writing the spool file")]
-    Io(#[from] io::Error),
+    #[error("writing the spool file in {dir}: {source}")]
+    Io {
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("snapshot row for unknown space id {0}")]
     UnknownSpace(u32),
     #[error(transparent)]
@@ -68,7 +74,11 @@ pub(crate) async fn fetch(
     }
     let start = snap.start_vclock().clone();
     let mut catalog = Catalog::default();
-    let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?);
+    let io = |source: io::Error| SpoolError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let mut out = BgWriter::create_in(dir).map_err(io)?;
     let mut rows = 0u64;
     let mut spaces = BTreeSet::new();
     while let Some(row) = snap.next_row().await? {
@@ -90,7 +100,7 @@ pub(crate) async fn fetch(
                 if !meta.is_replicated() {
                     continue;
                 }
-                write_record(&mut out, &meta.name, &tuple)?;
+                write_record(&mut out, &meta.name, &tuple).map_err(io)?;
                 if !spaces.contains(&meta.name) {
                     spaces.insert(meta.name.clone());
                 }
@@ -101,7 +111,7 @@ pub(crate) async fn fetch(
     }
     // Replicated spaces that are empty are loaded (and truncated) too.
     spaces.extend(catalog.replicated().into_iter().map(|s| s.name.clone()));
-    let file = out.into_inner().map_err(|e| e.into_error())?;
+    let file = out.finish().map_err(io)?;
     let client = snap.into_client()?;
     Ok((
         Spool {

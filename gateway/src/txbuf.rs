@@ -8,7 +8,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write},
+    io::{self, BufReader, Read, Seek, SeekFrom, Write},
     path::Path,
     time::Instant,
 };
@@ -17,7 +17,7 @@ use prost::Message;
 use tcf_iproto::Vclock;
 use tcf_proto::v1;
 
-use crate::syncgate::Wait;
+use crate::{bgfile::BgWriter, syncgate::Wait};
 
 /// Estimated memory a queued row holds: its payload, the space name, the
 /// message structs and the share of the received frame buffer it keeps
@@ -108,6 +108,14 @@ impl Source {
     }
 }
 
+impl Pieces {
+    /// Whether the rows are read from a spill file (do it on a blocking
+    /// thread).
+    pub(crate) fn is_spilled(&self) -> bool {
+        matches!(self.source, Source::Spilled { .. })
+    }
+}
+
 /// The pieces of one transaction (see [`ReadyTx::pieces`]).
 pub(crate) struct Pieces {
     source: Source,
@@ -176,7 +184,7 @@ pub(crate) struct OpenTx {
     received_at: Instant,
     rows: Vec<v1::Row>,
     mem_bytes: usize,
-    spill: Option<BufWriter<File>>,
+    spill: Option<BgWriter>,
     row_count: usize,
     marked: bool,
     sync: bool,
@@ -255,7 +263,7 @@ impl OpenTx {
         self.mem_bytes += row_size(&row);
         self.rows.push(row);
         if self.mem_bytes > max_memory {
-            let mut w = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(spill_dir)?);
+            let mut w = BgWriter::create_in(spill_dir)?;
             for r in self.rows.drain(..) {
                 write_spilled(&mut w, &r)?;
             }
@@ -274,7 +282,7 @@ impl OpenTx {
             });
         }
         let rows = match self.spill {
-            Some(w) => TxRows::Spilled(w.into_inner().map_err(|e| e.into_error())?),
+            Some(w) => TxRows::Spilled(w.finish()?),
             None => TxRows::Memory(self.rows),
         };
         Ok(Finished::Ready(ReadyTx {

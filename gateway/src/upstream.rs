@@ -88,6 +88,9 @@ impl Fatal {
 enum Stop {
     /// Try again (another instance first), from the processed watermark.
     Retry(String),
+    /// The position is ahead of every instance that still has the rows:
+    /// retried for `diverged_timeout`, then the stream ends `diverged`.
+    Ahead(String),
     /// The source has no rows for the position.
     Gap(String),
     /// End the stream.
@@ -159,7 +162,9 @@ impl Reader {
                 let _ = self.out.send(Item::Error(err)).await;
                 Err(f)
             }
-            Err(Stop::Retry(msg) | Stop::Gap(msg)) => Err(Fatal::new(ErrorKind::Internal, msg)),
+            Err(Stop::Retry(msg) | Stop::Ahead(msg) | Stop::Gap(msg)) => {
+                Err(Fatal::new(ErrorKind::Internal, msg))
+            }
         }
     }
 
@@ -197,7 +202,7 @@ impl Reader {
                             Err(e) => Err((uri, Stop::Retry(format!("connect: {e}")))),
                         }
                     }
-                    Err(Stop::Retry(msg)) if msg.starts_with(AHEAD) => {
+                    Err(Stop::Ahead(msg)) => {
                         let since = *ahead_since.get_or_insert_with(tokio::time::Instant::now);
                         if since.elapsed() >= self.src.diverged_timeout {
                             return Err(Stop::Fatal(Fatal::new(
@@ -239,7 +244,7 @@ impl Reader {
                         return self.initial_load(true).await;
                     }
                 },
-                Stop::Retry(msg) => {
+                Stop::Retry(msg) | Stop::Ahead(msg) => {
                     warn!(replicaset = %self.src.replicaset, instance = %uri, %position, "source connection ended: {msg}; retrying");
                     self.status.lock().last_error = Some(msg.clone());
                     self.set_state(State::Connecting, None);
@@ -281,8 +286,8 @@ impl Reader {
             Choice::Gap { oldest_kept } => Err(Stop::Gap(format!(
                 "the oldest rows kept start after {oldest_kept}"
             ))),
-            Choice::Ahead { newest } => Err(Stop::Retry(format!(
-                "{AHEAD} (newest source vclock {newest})"
+            Choice::Ahead { newest } => Err(Stop::Ahead(format!(
+                "position ahead of the instances (newest source vclock {newest})"
             ))),
         }
     }
@@ -296,7 +301,7 @@ impl Reader {
                 vote_limit(&self.src),
             )
             .await;
-            if ballots.iter().any(|(_, b)| b.is_some()) {
+            if ballots.iter().any(|(_, b)| b.is_ok()) {
                 let v = crate::choose::newest(&ballots);
                 info!(replicaset = %self.src.replicaset, position = %v, "resolved the source's current position");
                 return Ok(v);
@@ -304,7 +309,11 @@ impl Reader {
             if self.out.is_closed() {
                 return Err(Stop::Closed);
             }
-            warn!(replicaset = %self.src.replicaset, "no source instance answers; retrying");
+            warn!(
+                replicaset = %self.src.replicaset,
+                "no source instance answers ({}); retrying",
+                crate::choose::unreachable(&ballots)
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -459,18 +468,7 @@ impl Reader {
     }
 
     fn stop_for(&self, e: IprotoError) -> Stop {
-        match e {
-            IprotoError::XlogGap(e) => Stop::Gap(e.message),
-            IprotoError::AheadOfUpstream { .. } => Stop::Retry(format!("{AHEAD}: {e}")),
-            IprotoError::ReplicasetMismatch { expected, actual } => Stop::Fatal(Fatal::new(
-                ErrorKind::SourceMismatch,
-                format!(
-                    "replicaset {}: source replicaset uuid is {actual}, expected {expected}",
-                    self.src.replicaset
-                ),
-            )),
-            other => Stop::Retry(causes(&other)),
-        }
+        stop_for(&self.src.replicaset, e)
     }
 
     async fn read(
@@ -577,8 +575,6 @@ impl Reader {
     }
 }
 
-const AHEAD: &str = "position ahead of the instances";
-
 /// An error with its whole cause chain ("reading the snapshot" alone hides
 /// why).
 fn causes(e: &dyn std::error::Error) -> String {
@@ -590,6 +586,24 @@ fn causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     msg
+}
+
+/// What an error of the source connection means for the stream of
+/// `replicaset`: decided on the error's kind, never its text.
+fn stop_for(replicaset: &str, e: IprotoError) -> Stop {
+    match e {
+        IprotoError::XlogGap(e) => Stop::Gap(e.message),
+        IprotoError::AheadOfUpstream { .. } => {
+            Stop::Ahead(format!("position ahead of the instance: {e}"))
+        }
+        IprotoError::ReplicasetMismatch { expected, actual } => Stop::Fatal(Fatal::new(
+            ErrorKind::SourceMismatch,
+            format!(
+                "replicaset {replicaset}: source replicaset uuid is {actual}, expected {expected}"
+            ),
+        )),
+        other => Stop::Retry(causes(&other)),
+    }
 }
 
 /// A source space as the handshake describes it.
@@ -623,5 +637,41 @@ pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::Stopped => "stopped",
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::Internal | ErrorKind::Unspecified => "internal",
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_decides_on_error_kinds() {
+        let ahead = IprotoError::AheadOfUpstream {
+            requested: [(1, 5)].into_iter().collect(),
+            upstream: [(1, 3)].into_iter().collect(),
+            component: 1,
+        };
+        assert!(matches!(stop_for("rs1", ahead), Stop::Ahead(_)));
+        let gap = IprotoError::XlogGap(tcf_iproto::ServerError {
+            code: 0,
+            message: "gone".into(),
+            stack: Vec::new(),
+        });
+        assert!(matches!(stop_for("rs1", gap), Stop::Gap(m) if m == "gone"));
+        let mismatch = IprotoError::ReplicasetMismatch {
+            expected: Uuid::nil(),
+            actual: Uuid::max(),
+        };
+        assert!(matches!(
+            stop_for("rs1", mismatch),
+            Stop::Fatal(Fatal {
+                kind: ErrorKind::SourceMismatch,
+                ..
+            })
+        ));
+        assert!(matches!(
+            stop_for("rs1", IprotoError::Closed),
+            Stop::Retry(_)
+        ));
     }
 }
