@@ -124,6 +124,30 @@ impl Drop for BgWriter {
     }
 }
 
+/// Runs `f` on `value` on a blocking thread (file reads stay off the async
+/// threads) and gives `value` back with the result. A panic in `f` is
+/// resumed here; if the runtime is shutting down (the blocking task was
+/// cancelled), this never completes: the caller is being dropped too.
+pub(crate) async fn off_thread<T, R>(
+    mut value: T,
+    f: impl FnOnce(&mut T) -> R + Send + 'static,
+) -> (T, R)
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || {
+        let r = f(&mut value);
+        (value, r)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Seek, SeekFrom};

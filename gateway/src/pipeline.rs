@@ -16,11 +16,13 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::{
+    bgfile::off_thread,
     choose::{ballots, newest},
     metrics as m,
     queue::{Item, QueueRx},
+    spool::SpoolReader,
     status::StatusCell,
-    txbuf::row_size,
+    txbuf::{Pieces, row_size},
 };
 
 /// How often a busy stream carries a heartbeat of its own.
@@ -143,26 +145,9 @@ pub(crate) async fn send_loop(
                     };
                     loop {
                         let next = if pieces.is_spilled() {
-                            // File reads stay off the async threads.
-                            match tokio::task::spawn_blocking(move || {
-                                let next = pieces.next_piece();
-                                (pieces, next)
-                            })
-                            .await
-                            {
-                                Ok((p, next)) => {
-                                    pieces = p;
-                                    next
-                                }
-                                Err(e) => {
-                                    let _ = out
-                                        .send(Err(Status::internal(format!(
-                                            "reading a spilled transaction: {e}"
-                                        ))))
-                                        .await;
-                                    return;
-                                }
-                            }
+                            let (back, next) = off_thread(pieces, Pieces::next_piece).await;
+                            pieces = back;
+                            next
                         } else {
                             pieces.next_piece()
                         };
@@ -283,26 +268,8 @@ async fn send_snapshot(
         }
     };
     loop {
-        // File reads stay off the async threads.
-        let next = match tokio::task::spawn_blocking(move || {
-            let next = reader.next_chunk();
-            (reader, next)
-        })
-        .await
-        {
-            Ok((r, next)) => {
-                reader = r;
-                next
-            }
-            Err(e) => {
-                let _ = out
-                    .send(Err(Status::internal(format!(
-                        "reading the snapshot spool: {e}"
-                    ))))
-                    .await;
-                return Err(());
-            }
-        };
+        let (back, next) = off_thread(reader, SpoolReader::next_chunk).await;
+        reader = back;
         match next {
             Ok(Some(rows)) => send(out, Kind::SnapshotRows(v1::SnapshotRows { rows })).await?,
             Ok(None) => break,

@@ -51,6 +51,27 @@ pub struct WorkerSpec {
     pub open_files: Option<u64>,
 }
 
+impl WorkerSpec {
+    /// A worker of cluster A (peer B, initially active) over `instances`
+    /// and the etcd at `etcd`, with no peer workers and no replicators.
+    pub fn lone(instances: Vec<String>, etcd: String) -> Self {
+        Self {
+            cluster: "A".into(),
+            peer: "B".into(),
+            initial_status: "active".into(),
+            instances,
+            etcd,
+            replication: None,
+            mode: "one_way".into(),
+            peer_workers: Vec::new(),
+            etcd_via: None,
+            on_return: None,
+            extra: Vec::new(),
+            open_files: None,
+        }
+    }
+}
+
 /// A running worker.
 #[derive(Debug)]
 pub struct RunningWorker {

@@ -306,20 +306,10 @@ async fn replicators_exit_promptly_while_clients_hold_partial_requests() {
 async fn worker_exits_promptly_while_clients_hold_partial_requests() {
     let etcd = Etcd::start().await.expect("etcd");
     let nowhere = PortLease::allocate().unwrap();
-    let w = RunningWorker::start(&WorkerSpec {
-        cluster: "A".into(),
-        peer: "B".into(),
-        initial_status: "active".into(),
-        instances: vec![format!("127.0.0.1:{}", nowhere.port())],
-        etcd: etcd.endpoint(),
-        replication: None,
-        mode: "one_way".into(),
-        peer_workers: Vec::new(),
-        etcd_via: None,
-        on_return: None,
-        extra: Vec::new(),
-        open_files: None,
-    })
+    let w = RunningWorker::start(&WorkerSpec::lone(
+        vec![format!("127.0.0.1:{}", nowhere.port())],
+        etcd.endpoint(),
+    ))
     .await
     .expect("worker");
     let held = hold_partial_requests(&w.http_addr).await;

@@ -18,20 +18,7 @@ const SOON: Duration = Duration::from_secs(90);
 const EXIT: Duration = Duration::from_secs(15);
 
 fn lone_spec(etcd: &str) -> WorkerSpec {
-    WorkerSpec {
-        cluster: "A".into(),
-        peer: "B".into(),
-        initial_status: "active".into(),
-        instances: vec!["127.0.0.1:1".into()],
-        etcd: etcd.into(),
-        replication: None,
-        mode: "one_way".into(),
-        peer_workers: Vec::new(),
-        etcd_via: None,
-        on_return: None,
-        extra: Vec::new(),
-        open_files: None,
-    }
+    WorkerSpec::lone(vec!["127.0.0.1:1".into()], etcd.into())
 }
 
 /// Starts a worker against `etcd`, waits until it answers 503 naming the
@@ -147,19 +134,13 @@ async fn serial_a_switchover_in_flight_does_not_delay_exit_and_the_next_worker_f
     );
 }
 
-#[tokio::test]
-async fn serial_a_worker_whose_http_does_not_answer_does_not_fail_its_cluster_over() {
-    let p = Paired::start_with(PairedOptions {
-        coordinator: true,
-        isolate_a: true,
-        ..PairedOptions::default()
-    })
-    .await
-    .expect("setup");
+/// Waits until A is active and B passive, A's workers have recorded A's
+/// instances (the coordinator asks them directly when A's workers do not
+/// answer), and B's worker leads (a leader probes its own cluster locally:
+/// A's worker, if it leads, is restarted; its lease is revoked on SIGTERM).
+async fn b_judges_a(p: &Paired) {
     p.wa.wait_is_active(200, SOON).await.expect("A active");
     p.wb.wait_is_active(418, SOON).await.expect("B passive");
-    // A's workers have recorded which instances A has (the coordinator
-    // asks them directly when A's workers do not answer).
     wait_until("A's membership to be recorded", SOON, || async {
         let h = p.wa.health().await.ok()?;
         h["replicasets"]
@@ -169,14 +150,15 @@ async fn serial_a_worker_whose_http_does_not_answer_does_not_fail_its_cluster_ov
     })
     .await
     .expect("membership");
-    // B's worker must lead (a leader probes its own cluster locally): A's
-    // worker, if it leads, is restarted (its lease is revoked on SIGTERM).
     let leader = || async {
         let info = p.wb.info().await.ok()?;
         info["leader"].as_str().map(str::to_owned)
     };
-    let first = wait_until("a leader", SOON, leader).await.expect("leader");
-    if first.starts_with("A@") {
+    if wait_until("a leader", SOON, leader)
+        .await
+        .expect("leader")
+        .starts_with("A@")
+    {
         p.wa.process.stop().await.expect("stop A's worker");
         p.wa.process.spawn().expect("restart A's worker");
         p.wa.wait_is_active(200, SOON).await.expect("A active");
@@ -186,6 +168,18 @@ async fn serial_a_worker_whose_http_does_not_answer_does_not_fail_its_cluster_ov
     })
     .await
     .expect("B leads");
+}
+
+#[tokio::test]
+async fn serial_a_worker_whose_http_does_not_answer_does_not_fail_its_cluster_over() {
+    let p = Paired::start_with(PairedOptions {
+        coordinator: true,
+        isolate_a: true,
+        ..PairedOptions::default()
+    })
+    .await
+    .expect("setup");
+    b_judges_a(&p).await;
     // The links between the workers die (a_links: [A->etcd, A->B, B->A]);
     // A's worker still reaches etcd and A's masters answer.
     p.a_links[1].cut(true);
@@ -261,36 +255,7 @@ async fn serial_an_idle_connection_flood_on_the_active_worker_fails_nothing_over
     })
     .await
     .expect("setup");
-    p.wa.wait_is_active(200, SOON).await.expect("A active");
-    p.wb.wait_is_active(418, SOON).await.expect("B passive");
-    wait_until("A's membership to be recorded", SOON, || async {
-        let h = p.wa.health().await.ok()?;
-        h["replicasets"]
-            .as_object()
-            .is_some_and(|m| !m.is_empty())
-            .then_some(())
-    })
-    .await
-    .expect("membership");
-    // B's worker leads, so that it judges A from outside.
-    let leader = || async {
-        let info = p.wb.info().await.ok()?;
-        info["leader"].as_str().map(str::to_owned)
-    };
-    if wait_until("a leader", SOON, leader)
-        .await
-        .expect("leader")
-        .starts_with("A@")
-    {
-        p.wa.process.stop().await.expect("stop A's worker");
-        p.wa.process.spawn().expect("restart A's worker");
-        p.wa.wait_is_active(200, SOON).await.expect("A active");
-    }
-    wait_until("B's worker to lead", SOON, || async {
-        leader().await.filter(|l| l.starts_with("B@"))
-    })
-    .await
-    .expect("B leads");
+    b_judges_a(&p).await;
     let pid = p.wa.process.pid().expect("pid");
     let before = fd_count(pid);
     let (stop, stopped) = tokio::sync::watch::channel(false);

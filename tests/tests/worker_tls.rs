@@ -20,18 +20,8 @@ const SOON: Duration = Duration::from_secs(60);
 
 fn spec(instances: Vec<String>, etcd: String, extra: Vec<String>) -> WorkerSpec {
     WorkerSpec {
-        cluster: "A".into(),
-        peer: "B".into(),
-        initial_status: "active".into(),
-        instances,
-        etcd,
-        replication: None,
-        mode: "one_way".into(),
-        peer_workers: Vec::new(),
-        etcd_via: None,
-        on_return: None,
         extra,
-        open_files: None,
+        ..WorkerSpec::lone(instances, etcd)
     }
 }
 
