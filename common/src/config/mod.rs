@@ -480,5 +480,33 @@ pub fn mutate(base: &str, at: usize, op: u8, len: usize, text: &str) -> String {
     }
 }
 
+/// `n` mutations of `base` ([`mutate`]), drawn from a generator seeded
+/// with `seed`: the same list every run. A short fuzz run of a config
+/// parser is `for text in mutations(GOOD, 300, 1) { let _ = load(&text); }`
+/// (it must return, never panic).
+pub fn mutations(base: &str, n: usize, seed: u64) -> impl Iterator<Item = String> + '_ {
+    let mut state = seed.max(1);
+    let mut next = move || {
+        // xorshift64: small, deterministic, good enough to spread edits.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const ALPHABET: &[u8] = b" \n\t:-[]{},#'\"&*!|>%@`0123456789aszAZ_.~";
+    (0..n).map(move |_| {
+        let at = usize::try_from(next() % (base.len() as u64 + 1)).unwrap_or(0);
+        let op = (next() % 4) as u8;
+        let len = usize::try_from(next() % 40).unwrap_or(0);
+        let text: String = (0..next() % 24)
+            .filter_map(|_| {
+                let i = usize::try_from(next() % ALPHABET.len() as u64).unwrap_or(0);
+                ALPHABET.get(i).map(|b| char::from(*b))
+            })
+            .collect();
+        mutate(base, at, op, len, &text)
+    })
+}
+
 #[cfg(test)]
 mod tests;

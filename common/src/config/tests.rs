@@ -589,3 +589,16 @@ fn instance_lists_are_normalised_grouped_and_checked_for_duplicates() {
     assert_eq!(empty.key(), Some("k[0].replicaset"));
     assert!(parse_instances("k", &[]).is_err());
 }
+
+#[test]
+fn seeded_mutations_vary_and_repeat() {
+    let base = "gateway:\n  cluster: A\n  poll_interval: 1s\n";
+    let a: Vec<String> = mutations(base, 100, 3).collect();
+    let distinct: std::collections::HashSet<&String> = a.iter().collect();
+    assert!(distinct.len() > 60, "{} distinct of 100", distinct.len());
+    assert_eq!(
+        a,
+        mutations(base, 100, 3).collect::<Vec<_>>(),
+        "same seed, same list"
+    );
+}
