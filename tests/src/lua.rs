@@ -45,10 +45,14 @@ pub(crate) enum Role {
     /// The writable instance that bootstraps the schema.
     Master,
     /// A read-only replica replicating from the master at `master_uri`
-    /// (`host:port`).
+    /// (`host:port`) and from the replicas started before it (`peers`):
+    /// a replica joining on 2.11+ (`bootstrap_strategy = 'auto'`) must be
+    /// connected to every registered member of the replicaset.
     Replica {
         /// `host:port` of the master.
         master_uri: String,
+        /// `host:port` of the replicas started before this one.
+        peers: Vec<String>,
     },
 }
 
@@ -114,9 +118,12 @@ fn box_cfg(opts: &TarantoolOptions, role: &Role, port: u16) -> String {
     if let Some(t) = opts.replication_synchro_timeout {
         let _ = writeln!(c, "    replication_synchro_timeout = {},", t.as_secs_f64());
     }
-    if let Role::Replica { master_uri } = role {
-        let uri = format!("{ADMIN_USER}:{ADMIN_PASSWORD}@{master_uri}");
-        let _ = writeln!(c, "    replication = {{{}}},", lua_str(&uri));
+    if let Role::Replica { master_uri, peers } = role {
+        let uris: Vec<String> = std::iter::once(master_uri)
+            .chain(peers)
+            .map(|u| lua_str(&format!("{ADMIN_USER}:{ADMIN_PASSWORD}@{u}")))
+            .collect();
+        let _ = writeln!(c, "    replication = {{{}}},", uris.join(", "));
         c.push_str("    read_only = true,\n");
     }
     for (key, value) in &opts.box_cfg {
@@ -236,11 +243,14 @@ mod tests {
         assert!(master.contains("box.schema.space.create(\"t\""));
         let role = Role::Replica {
             master_uri: "127.0.0.1:4000".to_owned(),
+            peers: vec!["127.0.0.1:4001".to_owned()],
         };
         let replica = init_script(&opts, &role, "rs-replica-1", 4001);
         assert!(!replica.contains("box.once"));
         assert!(replica.contains("read_only = true"));
-        assert!(replica.contains("@127.0.0.1:4000"));
+        assert!(replica.contains(
+            "@127.0.0.1:4000\", \"tcf-test-admin:tcf-test-admin-password@127.0.0.1:4001"
+        ));
         assert!(!master.contains("box.ctl.promote"));
         let sync = TarantoolOptions::new("rs").space(SpaceSpec::new("s").sync());
         let master = init_script(&sync, &Role::Master, "rs-master", 4000);

@@ -88,8 +88,8 @@ fn record(dir: &std::path::Path, reason: &str) {
             }
         })
         .collect();
-    if let Err(e) =
-        std::fs::create_dir_all(dir).and_then(|()| std::fs::write(dir.join(&file), &line))
+    if let Err(e) = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join(&file), format!("{line}\n")))
     {
         panic!("cannot record the skip in {} ({e}): {line}", dir.display());
     }

@@ -21,6 +21,18 @@ use crate::{ADMIN_PASSWORD, ADMIN_USER, Signal};
 /// Name of the log file (the server's stdout and stderr) in the work directory.
 pub const TARANTOOL_LOG: &str = "tarantool.log";
 
+/// See [`Tarantool::make_master`].
+const MAKE_MASTER_LUA: &str = r"
+box.cfg{read_only = false}
+local synchro = box.info.synchro
+if type(synchro) == 'table' and type(synchro.queue) == 'table' and synchro.queue.owner ~= nil
+        and synchro.queue.owner ~= 0 and synchro.queue.owner ~= box.info.id then
+    box.ctl.promote()
+end
+box.ctl.wait_rw(10)
+return box.info.ro
+";
+
 /// Name of a declarative instance's YAML config in the work directory.
 pub const CONFIG_YAML: &str = "config.yaml";
 
@@ -263,6 +275,17 @@ impl Tarantool {
             p.stop().await?;
         }
         Ok(())
+    }
+
+    /// Makes this instance its replicaset's writable master (e.g. a replica
+    /// after its master died): `read_only = false` and, where the server
+    /// has a synchronous queue owned by another instance (2.10+), claims it
+    /// with `box.ctl.promote()`: until then the instance stays read-only.
+    /// Waits (10 s) until it is writable; returns `box.info.ro` (false).
+    pub async fn make_master(&self) -> anyhow::Result<Value> {
+        self.eval1(MAKE_MASTER_LUA, &[])
+            .await
+            .with_context(|| format!("making {} the master", self.label))
     }
 
     /// The binary this instance runs.

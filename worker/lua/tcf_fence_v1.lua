@@ -9,9 +9,11 @@
 -- granted outside a declarative config: on 3.1+ a privilege carries the
 -- origins that granted it, and the config's origin stays; on 3.0 a config
 -- reload grants again what the config lists. So after disabling, the fence
--- checks that no user still has `usage` (directly, through a role, or
--- listed by the running declarative config) and fails, naming the user and
--- where the privilege comes from, if one does (docs/worker.md, Fencing).
+-- checks that no user still has `usage` (granted under another origin,
+-- through the role `super` -- `session` and `usage` cannot be granted to
+-- other roles -- or listed by the running declarative config) and fails,
+-- naming the user and where the privilege comes from, if one does
+-- (docs/worker.md, Fencing).
 local PRIV_X, PRIV_U = 4, 16 -- box.priv.X, box.priv.U: on-disk bits, the same on every version
 
 local function ensure()
@@ -81,32 +83,26 @@ local function running_config()
     return cfg
 end
 
--- Whether the running declarative config lists `usage` on universe for user
--- `name` (directly or through the roles it declares): a reload would grant
--- it again. Returns the path in the config, or nil.
+-- Whether the running declarative config gives user `name` `usage` on
+-- universe (listed in its privileges, or the role `super`; `session` and
+-- `usage` cannot be granted to other roles): a reload grants it again.
+-- Returns where in the config, or nil.
 local function config_usage(cfg, name)
-    local ok, creds = pcall(cfg.get, cfg, 'credentials')
-    if not ok or type(creds) ~= 'table' then return nil end
-    local function lists(def, path, seen)
-        if type(def) ~= 'table' then return nil end
-        for _, p in ipairs(def.privileges or {}) do
-            if p.universe then
-                for _, perm in ipairs(p.permissions or {}) do
-                    if perm == 'usage' then return path .. '.privileges' end
-                end
+    local ok, users = pcall(cfg.get, cfg, 'credentials.users')
+    local user = ok and type(users) == 'table' and users[name] or nil
+    if type(user) ~= 'table' then return nil end
+    local path = 'credentials.users.' .. name
+    for _, p in ipairs(user.privileges or {}) do
+        if p.universe then
+            for _, perm in ipairs(p.permissions or {}) do
+                if perm == 'usage' then return path .. '.privileges' end
             end
         end
-        for _, role in ipairs(def.roles or {}) do
-            if role == 'super' then return path .. '.roles (super)' end
-            if not seen[role] then
-                seen[role] = true
-                local found = lists((creds.roles or {})[role], 'credentials.roles.' .. role, seen)
-                if found then return found end
-            end
-        end
-        return nil
     end
-    return lists((creds.users or {})[name], 'credentials.users.' .. name, {})
+    for _, role in ipairs(user.roles or {}) do
+        if role == 'super' then return path .. '.roles (super)' end
+    end
+    return nil
 end
 
 -- Fences (`fence` true: dml users disabled) or unfences this instance's
