@@ -6,8 +6,9 @@
 #   DEMO_DURATION=20 bash examples/demo.sh   # the live phase lasts 20 s, then it stops by itself
 #
 # What it does (docs/demo.md has the details):
-#   1. installs missing system packages (tarantool, etcd-server,
-#      protobuf-compiler, haproxy, curl, jq): apt-get update, apt-get install;
+#   1. installs missing system packages (tarantool unless TCF_TARANTOOL is
+#      set, etcd-server, protobuf-compiler, haproxy, curl, jq): apt-get
+#      update, apt-get install;
 #   2. cargo build --release --bins;
 #   3. generates the dev certificates into certs/dev if they are missing;
 #   4. checks that every port it needs is free;
@@ -40,6 +41,10 @@
 #                     always kept after a failure; logs are always kept)
 #   DEMO_ROWS=N       accounts written in each bulk write (before and after the
 #                     switchover), with as many events (default 4000)
+#   TCF_TARANTOOL=BIN the tarantool binary of both clusters and the client (a
+#                     path or a name on PATH; default `tarantool`, Debian's
+#                     2.6 package, which step 1 installs when missing). Any of
+#                     2.6, 2.11 and 3.x (e.g. /opt/tarantool/3.3.0/bin/tarantool)
 #   RUST_LOG          log filter of the tcf binaries (default info)
 #
 # Exit status: 0 when the switchover succeeded and A equals B at the end, 1
@@ -59,7 +64,8 @@ SEED_ROWS=1000
 INFO_TOKEN=$(tr -d '[:space:]' < examples/secrets/info.token)
 TOGGLE_TOKEN=$(tr -d '[:space:]' < examples/secrets/toggle.token)
 LUA_DIR=examples/tarantool
-CLIENT=(tarantool "$LUA_DIR/client.lua")
+TARANTOOL=${TCF_TARANTOOL:-tarantool}
+CLIENT=("$TARANTOOL" "$LUA_DIR/client.lua")
 
 # Clusters: name replicaset role port (master first in each replicaset).
 INSTANCES=(
@@ -270,7 +276,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 missing=()
-for pkg in tarantool etcd-server protobuf-compiler haproxy curl jq; do
+packages=(etcd-server protobuf-compiler haproxy curl jq)
+# Debian's tarantool only when no other binary is chosen.
+[ -n "${TCF_TARANTOOL:-}" ] || packages+=(tarantool)
+for pkg in "${packages[@]}"; do
     installed "$pkg" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -289,13 +298,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     say "all present"
 fi
-for cmd in tarantool etcd curl jq setsid flock; do
+for cmd in etcd curl jq setsid flock; do
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd is not on PATH"
 done
+command -v "$TARANTOOL" >/dev/null 2>&1 \
+    || die "tarantool binary '$TARANTOOL' (TCF_TARANTOOL) is neither an executable path nor on PATH"
 # Debian installs haproxy in /usr/sbin, which a normal user's PATH may lack.
 HAPROXY_BIN=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)
 [ -x "$HAPROXY_BIN" ] || die "haproxy is neither on PATH nor in /usr/sbin"
-say "$(tarantool --version 2>&1 | sed -n 1p); $(etcd --version 2>&1 | sed -n 1p); $("$HAPROXY_BIN" -v 2>&1 | sed -n 1p)"
+say "$("$TARANTOOL" --version 2>&1 | sed -n 1p) ($TARANTOOL); $(etcd --version 2>&1 | sed -n 1p); $("$HAPROXY_BIN" -v 2>&1 | sed -n 1p)"
 
 # ---- 2. build -----------------------------------------------------------------------------
 step "cargo build --release --bins"
@@ -397,7 +408,7 @@ start_instances() {
         [ "$role" = replica ] && master="127.0.0.1:$((port - 1))"
         start "tarantool $name" "$dir" tarantool.log \
             env TCF_NAME="$name" TCF_PORT="$port" TCF_DIR="$dir" TCF_MASTER="$master" \
-            TCF_PARENT_PID="$$" tarantool "$LUA_DIR/$role.lua"
+            TCF_PARENT_PID="$$" "$TARANTOOL" "$LUA_DIR/$role.lua"
         PID_OF[$name]=$START_PID
     done
     for i in "${INSTANCES[@]}"; do

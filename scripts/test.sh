@@ -12,7 +12,15 @@
 #   4. cargo nextest run (profile `ci` when CI=true, else `default`);
 #      installs cargo-nextest if it is missing;
 #   5. cargo test --doc.
-# It ends with the nextest summary line and a `summary: N passed, N failed` line.
+# It ends with the nextest summary line, a `summary: N passed, N failed,
+# N skipped` line and, when tests skipped, `skipped: N` with one line per
+# skip naming the test and why (tcf_tests::skip records them in
+# $TCF_SKIP_DIR; nextest itself counts a skipped test as passed).
+#
+# The Tarantool binary: TCF_TARANTOOL (default `tarantool` on PATH, Debian's
+# package); TCF_TARANTOOL_SOURCE / TCF_TARANTOOL_TARGET give the source
+# (cluster A) and target (cluster B) sides of the federation tests their own
+# (README.md, Development).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -52,6 +60,12 @@ fi
 command -v tarantool >/dev/null 2>&1 || die "tarantool is not on PATH after install"
 command -v etcd >/dev/null 2>&1 || die "etcd is not on PATH after install"
 # (sed, not head: with pipefail an early-closing reader would fail the pipe)
+for var in TCF_TARANTOOL TCF_TARANTOOL_SOURCE TCF_TARANTOOL_TARGET; do
+    bin=${!var:-}
+    [ -n "$bin" ] || continue
+    command -v "$bin" >/dev/null 2>&1 || die "$var=$bin is not an executable"
+    echo "$var=$bin: $("$bin" --version 2>&1 | sed -n 1p)"
+done
 tarantool --version 2>&1 | sed -n 1p
 etcd --version 2>&1 | sed -n 1p
 
@@ -88,17 +102,36 @@ if [ "${CI:-}" = "true" ]; then
 fi
 step "cargo nextest run --workspace --profile $profile"
 nextest_log=$(mktemp)
-trap 'rm -f "$nextest_log"' EXIT
+TCF_SKIP_DIR=$(mktemp -d)
+export TCF_SKIP_DIR
+trap 'rm -rf "$nextest_log" "$TCF_SKIP_DIR"' EXIT
 set +e
 cargo nextest run --workspace --profile "$profile" 2>&1 | tee "$nextest_log"
 nextest_rc=${PIPESTATUS[0]}
 set -e
 summary=$(grep -E '^ *Summary \[' "$nextest_log" | tail -n 1 || true)
-[ "$nextest_rc" -eq 0 ] || die "nextest (exit $nextest_rc): ${summary:-no summary line}"
+# A test that skipped (tcf_tests::skip) passed for nextest: it is counted
+# here as skipped, not passed, and each one is listed with its reason.
+skips=()
+for f in "$TCF_SKIP_DIR"/*.skip; do
+    [ -e "$f" ] || continue
+    skips+=("$(cat "$f")")
+done
+skipped=${#skips[@]}
+print_skips() {
+    if [ "$skipped" -gt 0 ]; then
+        echo "skipped: $skipped"
+        printf '  %s\n' "${skips[@]}"
+    fi
+}
+if [ "$nextest_rc" -ne 0 ]; then
+    print_skips
+    die "nextest (exit $nextest_rc): ${summary:-no summary line}"
+fi
 
 step "cargo test --doc --workspace"
 doc_log=$(mktemp)
-trap 'rm -f "$nextest_log" "$doc_log"' EXIT
+trap 'rm -rf "$nextest_log" "$doc_log" "$TCF_SKIP_DIR"' EXIT
 set +e
 cargo test --doc --workspace 2>&1 | tee "$doc_log"
 doc_rc=${PIPESTATUS[0]}
@@ -107,8 +140,9 @@ set -e
 
 # ---- summary --------------------------------------------------------------------
 count() { grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
-passed=$(( $(count passed <<<"$summary") + $(grep '^test result:' "$doc_log" | count passed) ))
+passed=$(( $(count passed <<<"$summary") + $(grep '^test result:' "$doc_log" | count passed) - skipped ))
 failed=$(( $(count failed <<<"$summary") + $(grep '^test result:' "$doc_log" | count failed) ))
 echo
 echo "nextest: $(sed 's/^ *//' <<<"$summary")"
-echo "summary: $passed passed, $failed failed"
+echo "summary: $passed passed, $failed failed, $skipped skipped"
+print_skips

@@ -18,6 +18,7 @@ pub mod config;
 mod failpoint;
 mod gateways;
 mod http;
+mod instance;
 mod metrics;
 mod replicaset;
 pub mod status;

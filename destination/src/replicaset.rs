@@ -175,7 +175,8 @@ impl<'a> Session<'a> {
                 InitialPosition::Current => v1::open::Start::Current(v1::CurrentPosition {}),
             }
         };
-        info!(replicaset = %rs, target = %master, gateway = %gw.address, position = %pos.current(), previous_writers = ?others, "session starting");
+        let ti = target.instance();
+        info!(replicaset = %rs, target = %master, target_replicaset = %ti.replicaset_uuid, target_replicaset_name = ?ti.replicaset_name, election_term = ?ti.election_term, gateway = %gw.address, position = %pos.current(), previous_writers = ?others, "session starting");
         let source_uuid = pos.source_uuid().unwrap_or_default().to_owned();
         let start_current = matches!(start, v1::open::Start::Current(_));
         let open = v1::Open {
@@ -372,7 +373,23 @@ impl<'a> Session<'a> {
                 ));
             }
         }
-        Ok(())
+        self.require_claimed_queue(spaces.iter().filter(|s| s.is_sync).map(|s| s.name.as_str()))
+    }
+
+    /// Since Tarantool 2.10 a transaction on an `is_sync` space fails
+    /// (`ER_SYNC_QUEUE_UNCLAIMED`) until some instance of the replicaset
+    /// claimed the synchronous queue (`box.ctl.promote()`, or an election
+    /// win). tcf never claims it (that is the replicaset's topology): the
+    /// session ends with a retry naming what to do, and resumes once it is.
+    fn require_claimed_queue<'s>(&self, sync: impl Iterator<Item = &'s str>) -> Result<(), End> {
+        let sync: Vec<&str> = sync.collect();
+        if sync.is_empty() || self.target.instance().queue_owner != Some(0) {
+            return Ok(());
+        }
+        Err(End::Retry(format!(
+            "the target replicaset {} has synchronous spaces {sync:?} but nobody claimed its synchronous queue (box.info.synchro.queue.owner is 0): run box.ctl.promote() on its master, or enable elections",
+            self.target.uuid()
+        )))
     }
 
     fn meta<'m>(
@@ -659,6 +676,12 @@ impl<'a> Session<'a> {
                 }
             }
         }
+        self.require_claimed_queue(
+            b.spaces
+                .iter()
+                .filter(|s| self.target.catalog().by_name(s).is_some_and(|t| t.is_sync))
+                .map(String::as_str),
+        )?;
         let empty = Vclock::new();
         self.target
             .load_begin(

@@ -9,6 +9,8 @@ use tcf_iproto::{
 };
 use uuid::Uuid;
 
+use crate::instance::{self, TargetInstance};
+
 /// The Lua functions installed on the target (versioned by name).
 const LUA: &str = include_str!("../lua/tcf_v1.lua");
 /// The version `tcf_v1_ensure` must report.
@@ -23,6 +25,15 @@ pub(crate) enum TargetError {
     /// More than one writable instance: refuse to write.
     #[error("more than one writable instance: {0:?}")]
     TwoMasters(Vec<String>),
+    /// The instance chosen is not (or no longer) the replicaset's writable
+    /// master (read-only, a Raft follower, the synchro queue owned by another).
+    #[error("target {uri} is not the writable master: {reason}")]
+    NotMaster {
+        /// The instance.
+        uri: String,
+        /// Why.
+        reason: String,
+    },
     /// The stored position differs from what the batch expects (a retry of
     /// a batch that committed, or another destination writing).
     #[error("position mismatch: {0}")]
@@ -71,7 +82,12 @@ impl TargetError {
     }
 }
 
-/// Picks the single writable instance (IPROTO_VOTE: not read-only).
+/// Picks the single writable instance. IPROTO_VOTE (no login) shortlists
+/// the instances that are not read-only; since 2.10 its `is_ro` folds in the
+/// Raft state and the synchro queue's owner, on 2.6 it is `read_only` alone.
+/// When more than one is shortlisted (a 2.6 replicaset under Raft: every
+/// instance has `read_only = false`), each is asked what it is
+/// ([`TargetInstance::not_writable`]) and only the writable ones count.
 pub(crate) async fn find_master(
     instances: &[String],
     opts: &ConnectOptions,
@@ -79,16 +95,46 @@ pub(crate) async fn find_master(
     let asks = instances
         .iter()
         .map(|uri| async move { (uri.clone(), vote(uri, opts).await) });
-    let writable: Vec<String> = futures::future::join_all(asks)
+    let mut writable: Vec<String> = futures::future::join_all(asks)
         .await
         .into_iter()
         .filter_map(|(uri, b)| b.ok().filter(|b| !b.is_ro).map(|_| uri))
         .collect();
+    if writable.len() > 1 {
+        let asks = writable
+            .iter()
+            .map(|uri| async move { (uri.clone(), describe(uri, opts).await) });
+        writable = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|(uri, i)| i.ok().filter(|i| i.not_writable().is_none()).map(|_| uri))
+            .collect();
+    }
     match writable.len() {
         1 => Ok(writable.into_iter().next().unwrap_or_default()),
         0 => Err(TargetError::NoMaster(instances.to_vec())),
         _ => Err(TargetError::TwoMasters(writable)),
     }
+}
+
+/// Connects to `uri` and asks what it is.
+async fn describe(uri: &str, opts: &ConnectOptions) -> Result<TargetInstance, TargetError> {
+    let conn = Connection::connect(uri, opts)
+        .await
+        .map_err(|e| TargetError::Iproto {
+            uri: uri.to_owned(),
+            source: e,
+        })?;
+    describe_on(&conn, uri).await
+}
+
+async fn describe_on(conn: &Connection, uri: &str) -> Result<TargetInstance, TargetError> {
+    let v = conn
+        .eval(instance::LUA, &[][..] as &[Value])
+        .await
+        .map_err(|e| TargetError::from_call(uri, e))?;
+    let first = v.as_array().and_then(|a| a.first()).unwrap_or(&Value::Nil);
+    TargetInstance::decode(first).map_err(|e| TargetError::Schema(format!("{uri}: {e}")))
 }
 
 /// One stored progress row.
@@ -205,19 +251,28 @@ pub(crate) struct Meta<'a> {
 pub(crate) struct Target {
     conn: Connection,
     uri: String,
-    uuid: Uuid,
+    instance: TargetInstance,
     catalog: Catalog,
 }
 
 impl Target {
-    /// Connects to `uri`, installs the functions, creates the progress spaces
-    /// if missing and reads the schema.
+    /// Connects to `uri`, checks that it is the replicaset's writable master
+    /// (else [`TargetError::NotMaster`]), installs the functions, creates the
+    /// progress spaces if missing and reads the schema.
     pub(crate) async fn connect(uri: &str, opts: &ConnectOptions) -> Result<Self, TargetError> {
-        let err = |e| TargetError::Iproto {
-            uri: uri.to_owned(),
-            source: e,
-        };
-        let conn = Connection::connect(uri, opts).await.map_err(err)?;
+        let conn = Connection::connect(uri, opts)
+            .await
+            .map_err(|e| TargetError::Iproto {
+                uri: uri.to_owned(),
+                source: e,
+            })?;
+        let instance = describe_on(&conn, uri).await?;
+        if let Some(reason) = instance.not_writable() {
+            return Err(TargetError::NotMaster {
+                uri: uri.to_owned(),
+                reason,
+            });
+        }
         conn.eval(LUA, &[][..] as &[Value])
             .await
             .map_err(|e| TargetError::from_call(uri, e))?;
@@ -231,30 +286,25 @@ impl Target {
                 "tcf functions report version {version:?}, expected {LUA_VERSION}"
             )));
         }
-        let u = conn
-            .eval("return box.info.cluster.uuid", &[][..] as &[Value])
-            .await
-            .map_err(err)?;
-        let uuid = u
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| TargetError::Schema("no replicaset uuid".into()))?;
         let catalog = Catalog::load(&conn)
             .await
             .map_err(|e| TargetError::Schema(e.to_string()))?;
         Ok(Self {
             conn,
             uri: uri.to_owned(),
-            uuid,
+            instance,
             catalog,
         })
     }
 
     /// The target replicaset's UUID.
     pub(crate) fn uuid(&self) -> Uuid {
-        self.uuid
+        self.instance.replicaset_uuid
+    }
+
+    /// What the target instance reported when this connection was made.
+    pub(crate) fn instance(&self) -> &TargetInstance {
+        &self.instance
     }
 
     /// The target's spaces.

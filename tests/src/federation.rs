@@ -36,9 +36,14 @@ pub fn spaces() -> Vec<SpaceSpec> {
 /// Options for a replicaset of cluster `cluster` with tcf's users: the
 /// replication user may read everything (source side) and write, run the
 /// apply functions and create the progress spaces (target side).
+///
+/// Clusters `b`, `b2` run the target side's binary (`TCF_TARANTOOL_TARGET`),
+/// every other cluster the source side's (`TCF_TARANTOOL_SOURCE`); both
+/// default to `TCF_TARANTOOL` (see [`crate::binary`]).
 pub fn cluster_options(cluster: &str, rs: &str) -> TarantoolOptions {
     crate::init_tracing();
     let mut o = TarantoolOptions::new(format!("{cluster}-{rs}"))
+        .side(crate::Side::of_cluster(cluster))
         .user(UserSpec::new(REPL_USER, REPL_PASSWORD).grant(Grant::Universe(Privileges::READ)))
         .user(
             UserSpec::new(crate::worker::APP_USER, crate::worker::APP_PASSWORD)

@@ -6,6 +6,10 @@
 //! * [`Etcd`]: a single-member `etcd`.
 //! * [`wait_until`]: condition polling. Tests wait on conditions, never on
 //!   fixed sleeps.
+//! * [`binary`]: which `tarantool` runs (`TCF_TARANTOOL`, and per side of a
+//!   federation `TCF_TARANTOOL_SOURCE` / `TCF_TARANTOOL_TARGET`).
+//! * [`skip()`]: a test that cannot run on the Tarantool under test says why;
+//!   the skip is recorded and counted by `scripts/test.sh`.
 //!
 //! # Usage
 //!
@@ -59,6 +63,7 @@
 //! having a name starting with `serial_`.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+pub mod binary;
 pub mod etcd;
 pub mod federation;
 pub mod gateway;
@@ -70,6 +75,7 @@ pub mod ports;
 pub(crate) mod process;
 pub mod replicaset;
 pub mod schema;
+pub mod skip;
 mod spawn;
 pub mod tarantool;
 pub mod tcf;
@@ -79,13 +85,17 @@ pub mod vclock;
 pub mod wait;
 pub mod worker;
 
+pub use binary::{
+    SOURCE_ENV, Side, TARANTOOL_ENV, TARGET_ENV, tarantool_binary, tarantool_binary_for,
+};
 pub use etcd::Etcd;
 pub use nix::sys::signal::Signal;
-pub use options::{TARANTOOL_ENV, TarantoolOptions, tarantool_binary};
+pub use options::{Declarative, TarantoolOptions};
 pub use ports::PortLease;
 pub use process::{KEEP_DIRS_ENV, STOP_GRACE};
 pub use replicaset::Replicaset;
 pub use schema::{Engine, IndexSpec, SpaceSpec};
+pub use skip::skip;
 pub use tarantool::Tarantool;
 pub use tcf::TcfProcess;
 pub use users::{Grant, Privileges, UserSpec};

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::binary::{Side, tarantool_binary, tarantool_binary_for};
 use crate::replicaset::Replicaset;
 use crate::schema::SpaceSpec;
 use crate::tarantool::Tarantool;
@@ -52,21 +53,30 @@ pub struct TarantoolOptions {
     pub extra_lua: Vec<String>,
     /// How long starting (and restarting) an instance may take. Default 60 s.
     pub start_deadline: Duration,
-    /// The `tarantool` binary. Default: [`tarantool_binary`] (`TCF_TARANTOOL`).
+    /// The `tarantool` binary. Default: [`tarantool_binary`] (`TCF_TARANTOOL`);
+    /// see [`crate::binary`] for the per-side variables.
     pub binary: PathBuf,
+    /// Start from a declarative YAML config (`tarantool --config`, 3.x)
+    /// instead of an init script calling `box.cfg`: see
+    /// [`TarantoolOptions::declarative`]. `None` (default): `box.cfg`.
+    pub declarative: Option<Declarative>,
 }
 
-/// The environment variable naming the `tarantool` binary the tests,
-/// benchmarks and the demo run (a path, or a name looked up on `PATH`).
-pub const TARANTOOL_ENV: &str = "TCF_TARANTOOL";
-
-/// The `tarantool` binary from [`TARANTOOL_ENV`], `tarantool` (on `PATH`)
-/// when it is unset or empty.
-pub fn tarantool_binary() -> PathBuf {
-    match std::env::var_os(TARANTOOL_ENV) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from("tarantool"),
-    }
+/// How an instance started from a declarative config (`tarantool --config
+/// config.yaml --name <label>`) is configured.
+///
+/// The harness writes `iproto.listen`, `memtx.memory`, `replication.timeout`,
+/// `snapshot.count` and an `app.file` (the generated script without
+/// `box.cfg`: the watchdog, the `box.once` bootstrap with the spaces and
+/// [`TarantoolOptions::users`], the extra Lua) and this `credentials:`
+/// section. Only a single instance: a replicaset of declarative instances is
+/// not supported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declarative {
+    /// The body of the config's `credentials:` section, YAML indented by two
+    /// spaces (e.g. `"  users:\n    app:\n      password: x\n"`); empty: no
+    /// `credentials:` section.
+    pub credentials: String,
 }
 
 impl TarantoolOptions {
@@ -87,7 +97,29 @@ impl TarantoolOptions {
             extra_lua: Vec::new(),
             start_deadline: crate::wait::DEFAULT_DEADLINE,
             binary: tarantool_binary(),
+            declarative: None,
         }
+    }
+
+    /// Runs `binary` instead of [`tarantool_binary`].
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = binary.into();
+        self
+    }
+
+    /// Runs the binary of `side` ([`tarantool_binary_for`]).
+    pub fn side(self, side: Side) -> Self {
+        self.binary(tarantool_binary_for(side))
+    }
+
+    /// Starts from a declarative config with this `credentials:` body (see
+    /// [`Declarative`]); needs a binary that supports it
+    /// ([`crate::binary::supports_declarative_config`]).
+    pub fn declarative(mut self, credentials: impl Into<String>) -> Self {
+        self.declarative = Some(Declarative {
+            credentials: credentials.into(),
+        });
+        self
     }
 
     /// Sets the number of read-only replicas.

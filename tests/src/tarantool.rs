@@ -10,7 +10,7 @@ use anyhow::Context;
 use rmpv::Value;
 use tcf_iproto::{ConnectOptions, Connection};
 
-use crate::lua::{Role, init_script};
+use crate::lua::{DECLARATIVE_INSTANCE, Role, declarative_config, init_script, with_credentials};
 use crate::options::TarantoolOptions;
 use crate::ports::{PortLease, is_addr_in_use_log};
 use crate::process::{ServerProcess, WorkDir, log_tail};
@@ -20,6 +20,21 @@ use crate::{ADMIN_PASSWORD, ADMIN_USER, Signal};
 
 /// Name of the log file (the server's stdout and stderr) in the work directory.
 pub const TARANTOOL_LOG: &str = "tarantool.log";
+
+/// See [`Tarantool::make_master`].
+const MAKE_MASTER_LUA: &str = r"
+box.cfg{read_only = false}
+local synchro = box.info.synchro
+if type(synchro) == 'table' and type(synchro.queue) == 'table' and synchro.queue.owner ~= nil
+        and synchro.queue.owner ~= 0 and synchro.queue.owner ~= box.info.id then
+    box.ctl.promote()
+end
+box.ctl.wait_rw(10)
+return box.info.ro
+";
+
+/// Name of a declarative instance's YAML config in the work directory.
+pub const CONFIG_YAML: &str = "config.yaml";
 
 /// How many times a first start is retried on a fresh port when the log says
 /// the port was taken.
@@ -46,6 +61,9 @@ pub struct Tarantool {
     role: Role,
     start_deadline: Duration,
     binary: PathBuf,
+    /// For an instance started from a declarative config: its YAML without
+    /// the `credentials:` section.
+    declarative: Option<String>,
 }
 
 impl Tarantool {
@@ -69,8 +87,31 @@ impl Tarantool {
             let port = PortLease::allocate()?;
             let dir = WorkDir::new(&label, &[TARANTOOL_LOG])?;
             let script = init_script(opts, &role, &label, port.port());
-            std::fs::write(dir.path().join("init.lua"), script).context("writing init.lua")?;
+            let init = dir.path().join("init.lua");
+            std::fs::write(&init, script).context("writing init.lua")?;
+            let declarative = match &opts.declarative {
+                None => None,
+                Some(d) => {
+                    anyhow::ensure!(
+                        role == Role::Master && opts.replicas == 0,
+                        "a declarative instance runs alone (no replicas)"
+                    );
+                    anyhow::ensure!(
+                        crate::binary::supports_declarative_config(&opts.binary)?,
+                        "{} does not start from a declarative config (no --config)",
+                        opts.binary.display()
+                    );
+                    let base = declarative_config(opts, port.port(), &init.to_string_lossy());
+                    std::fs::write(
+                        dir.path().join(CONFIG_YAML),
+                        with_credentials(&base, &d.credentials),
+                    )
+                    .context("writing config.yaml")?;
+                    Some(base)
+                }
+            };
             let t = Tarantool {
+                declarative,
                 binary: opts.binary.clone(),
                 admin_conn: tokio::sync::Mutex::new(None),
                 process: Mutex::new(None),
@@ -104,7 +145,12 @@ impl Tarantool {
 
     fn spawn(&self) -> anyhow::Result<()> {
         let mut cmd = std::process::Command::new(&self.binary);
-        cmd.arg("init.lua").current_dir(self.dir.path());
+        if self.declarative.is_some() {
+            cmd.args(["--config", CONFIG_YAML, "--name", DECLARATIVE_INSTANCE]);
+        } else {
+            cmd.arg("init.lua");
+        }
+        cmd.current_dir(self.dir.path());
         let p = ServerProcess::spawn(cmd, &self.log_path())
             .with_context(|| format!("spawning tarantool for {}", self.label))?;
         *self.lock_process() = Some(Arc::new(p));
@@ -229,6 +275,44 @@ impl Tarantool {
             p.stop().await?;
         }
         Ok(())
+    }
+
+    /// Makes this instance its replicaset's writable master (e.g. a replica
+    /// after its master died): `read_only = false` and, where the server
+    /// has a synchronous queue owned by another instance (2.10+), claims it
+    /// with `box.ctl.promote()`: until then the instance stays read-only.
+    /// Waits (10 s) until it is writable; returns `box.info.ro` (false).
+    pub async fn make_master(&self) -> anyhow::Result<Value> {
+        self.eval1(MAKE_MASTER_LUA, &[])
+            .await
+            .with_context(|| format!("making {} the master", self.label))
+    }
+
+    /// The binary this instance runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// For an instance started from a declarative config
+    /// ([`TarantoolOptions::declarative`]): writes its config again with
+    /// `credentials` as the body of the `credentials:` section and calls
+    /// `config:reload()`. Returns `config:info()` after the reload (`status`,
+    /// `alerts`), whatever the status; fails if the reload raised.
+    pub async fn reload_config(&self, credentials: &str) -> anyhow::Result<Value> {
+        let base = self
+            .declarative
+            .as_ref()
+            .with_context(|| format!("{} was not started from a config", self.label))?;
+        std::fs::write(
+            self.dir.path().join(CONFIG_YAML),
+            with_credentials(base, credentials),
+        )
+        .context("writing config.yaml")?;
+        self.eval1(
+            "local config = require('config') config:reload() return config:info()",
+            &[],
+        )
+        .await
     }
 
     /// Stops the server (if running) and starts it again on the same port with

@@ -2,8 +2,11 @@
 //! `tcf-worker`) as real processes: config written to a temporary directory,
 //! output logged there, stopped by PID, log tail printed if the test fails.
 //!
-//! The binaries must be built first (`cargo build --workspace`; nextest with
-//! `--workspace` builds them): they are looked up next to the test binary.
+//! The binaries must be built first (`cargo build --workspace --bins`;
+//! `scripts/test.sh` does): they are looked up next to the test binary.
+//! `cargo nextest run --workspace` does not rebuild them (cargo builds a
+//! package's binaries only for that package's own integration tests), so a
+//! stale `target/debug/tcf-*` is run as it is.
 
 use std::{
     path::{Path, PathBuf},

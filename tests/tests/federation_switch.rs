@@ -27,10 +27,6 @@ const PACE: Duration = Duration::from_millis(3);
 /// Transactions written in one burst while the destination is paused.
 const BURST: u64 = 3000;
 
-/// Makes a harness replica (read-only, replicating from the dead master)
-/// writable.
-const PROMOTE: &str = "box.cfg{read_only = false} return box.info.ro";
-
 /// The [`Tally`] of `written` transactions applied exactly once.
 fn once(written: u64) -> Tally {
     Tally {
@@ -60,7 +56,7 @@ async fn a_target_master_switch_mid_stream() {
     // again from there.
     tracing::info!(written = writer.done(), "SIGKILL B's master");
     f.b.master().kill(Signal::SIGKILL).expect("kill B's master");
-    let ro = new_master.eval1(PROMOTE, &[]).await.expect("promote");
+    let ro = new_master.make_master().await.expect("promote");
     assert_eq!(ro, rmpv::Value::Boolean(false), "the replica is writable");
     wait_until(
         "the destination to write to B's new master",
@@ -153,7 +149,7 @@ async fn a_source_master_switch_while_the_gateway_reads_the_old_master() {
     let master_vclock = old_master.vclock().await.expect("vclock");
     tracing::info!(written, %master_vclock, gateway = %rs, "SIGKILL A's master");
     old_master.kill(Signal::SIGKILL).expect("kill A's master");
-    let ro = replica.eval1(PROMOTE, &[]).await.expect("promote");
+    let ro = replica.make_master().await.expect("promote");
     assert_eq!(ro, rmpv::Value::Boolean(false), "the replica is writable");
     f.destination
         .process

@@ -58,6 +58,14 @@ if S == nil then
     end
 end
 
+-- The replicaset's uuid: box.info.replicaset (3.0+; box.info.cluster is the
+-- whole cluster there), else box.info.cluster (up to 2.11).
+local function replicaset_uuid()
+    local rs = box.info.replicaset
+    if type(rs) == 'table' and rs.uuid ~= nil then return rs.uuid end
+    return box.info.cluster.uuid
+end
+
 local function spaces()
     local out = {}
     for k, s in pairs(box.space) do
@@ -88,7 +96,7 @@ function tcf_unmarked_v1(watch)
         S.count = 0
         S.epoch = uuid.str()
     end
-    return S.count, S.epoch, box.info.uuid, box.info.cluster.uuid
+    return S.count, S.epoch, box.info.uuid, replicaset_uuid()
 end
 
 return 1

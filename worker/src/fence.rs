@@ -2,6 +2,12 @@
 //! cluster is passive (replicas follow through replication; read-only
 //! instances are not written) and enabled when it is active. Every change
 //! carries the term and is refused by an instance that recorded a newer one.
+//!
+//! Disabling takes away only the `session,usage` that `box.schema.user.create`
+//! or a grant gave. A user that keeps `usage` another way (a role, a
+//! declarative config of Tarantool 3.x listing it) cannot be fenced so: the
+//! Lua function disables every user it can, then fails with
+//! [`FenceError::Ineffective`] naming the user and the source.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +36,15 @@ pub(crate) enum FenceError {
         /// This process is out of file descriptors: the instances may
         /// well be up.
         out_of_descriptors: bool,
+    },
+    /// A dml user keeps `usage` on universe after being disabled (through a
+    /// role, or granted by a 3.x declarative config): the fence does not hold.
+    #[error("{uri}: the fence does not hold: {message}")]
+    Ineffective {
+        /// The instance.
+        uri: String,
+        /// Which users, and where their privilege comes from.
+        message: String,
     },
     /// An instance refused or failed.
     #[error("{uri}: {message}")]
@@ -97,7 +112,7 @@ pub(crate) async fn apply(
         let out = conn
             .call("tcf_fence_v1", &args[..])
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| call_error(uri, e))?;
         let (vclock, uuid) = match out.as_array().map(Vec::as_slice) {
             Some([v @ Value::Map(_), Value::String(u)]) => (
                 vclock_of(v).unwrap_or_default(),
@@ -109,6 +124,24 @@ pub(crate) async fn apply(
         report.masters.push(uri.clone());
     }
     Ok(report)
+}
+
+/// The prefix of the Lua function's error for a fence that does not hold.
+const INEFFECTIVE: &str = "tcf_fence_ineffective: ";
+
+fn call_error(uri: &str, e: tcf_iproto::Error) -> FenceError {
+    if let tcf_iproto::Error::Server(s) = &e
+        && let Some(rest) = s.message.strip_prefix(INEFFECTIVE)
+    {
+        return FenceError::Ineffective {
+            uri: uri.to_owned(),
+            message: rest.to_owned(),
+        };
+    }
+    FenceError::Instance {
+        uri: uri.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 /// A vclock from a msgpack map `{id: lsn}` (an empty array is empty).

@@ -23,8 +23,15 @@ use tcf_iproto::{Connection, Vclock};
 
 use crate::{Worker, fence::vclock_of, replicators};
 
+/// EVALed on every instance of this cluster: `(ro, replicaset uuid, vclock,
+/// progress rows from the peer)`. The replicaset is `box.info.replicaset`
+/// where it exists (3.0+, where `box.info.cluster` is the whole cluster),
+/// else `box.info.cluster` (up to 2.11); `box.info.ro` folds in the Raft
+/// state and the synchro queue's owner on 2.10+ (`docs/compat.md`).
 const PROBE: &str = r"
 local peer = ...
+local rs = box.info.replicaset
+if type(rs) ~= 'table' or rs.uuid == nil then rs = box.info.cluster end
 local vc = setmetatable({}, {__serialize = 'map'})
 for id, lsn in pairs(box.info.vclock) do if id ~= 0 then vc[id] = lsn end end
 local prog = {}
@@ -38,7 +45,7 @@ if not box.info.ro then
         end
     end
 end
-return box.info.ro, box.info.cluster.uuid, vc, prog
+return box.info.ro, rs.uuid, vc, prog
 ";
 
 /// One replicaset of the probed cluster.

@@ -119,7 +119,9 @@ impl Worker {
                         }
                         true
                     }
-                    fence::FenceError::Instance { .. } => false,
+                    fence::FenceError::Instance { .. } | fence::FenceError::Ineffective { .. } => {
+                        false
+                    }
                 };
                 warn!("fence (fenced={}, term={}) failed: {e}", want.0, want.1);
                 let mut v = self.view();

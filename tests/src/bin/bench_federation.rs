@@ -34,6 +34,11 @@
 //! (source reconnects, batches, time spent in apply calls) on `pipeline`
 //! lines.
 //!
+//! The Tarantool binaries: `TCF_TARANTOOL` for the native pair,
+//! `TCF_TARANTOOL_SOURCE` / `TCF_TARANTOOL_TARGET` for A and B (both
+//! default to `TCF_TARANTOOL`, itself `tarantool` on `PATH`); the first line
+//! of stdout names each one's version.
+//!
 //! Environment (defaults in brackets): `N` [1000000], `B` [100], `ROUNDS`
 //! [2], `LAG_ROWS_PER_S` [20000], `LAG_SECS` [20], `LAG_TX_ROWS` [100], `N2`
 //! [200000], `WAN_DELAY_MS` [30], `SOURCE_REPLICATION_TIMEOUT_MS` [the
@@ -57,7 +62,7 @@ use anyhow::{Context, bail, ensure};
 use rmpv::Value;
 use tcf_iproto::{ConnectOptions, Connection};
 use tcf_tests::{
-    ADMIN_PASSWORD, ADMIN_USER, SpaceSpec, Tarantool, TarantoolOptions,
+    ADMIN_PASSWORD, ADMIN_USER, Side, SpaceSpec, Tarantool, TarantoolOptions,
     federation::{RunningDestination, cluster_options},
     gateway::{GatewayOptions, RunningGateway},
     proxy::DelayProxy,
@@ -162,6 +167,20 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         "gateway: {}; destination: {}",
         tcf_tests::tcf::binary_path("tcf-gateway")?.display(),
         tcf_tests::tcf::binary_path("tcf-destination")?.display()
+    );
+
+    // Which Tarantool each side runs (TCF_TARANTOOL for the native pair,
+    // TCF_TARANTOOL_SOURCE / _TARGET for A and B), on stdout with the figures.
+    let version = |side: Option<Side>| {
+        let b = side.map_or_else(tcf_tests::tarantool_binary, tcf_tests::tarantool_binary_for);
+        let v = tcf_tests::binary::version(&b).unwrap_or_else(|e| format!("unknown: {e:#}"));
+        format!("\"{v}\" ({})", b.display())
+    };
+    println!(
+        "tarantool native={} source={} target={}",
+        version(None),
+        version(Some(Side::Source)),
+        version(Some(Side::Target))
     );
 
     let native = TarantoolOptions::new("native")

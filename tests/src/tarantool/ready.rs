@@ -49,7 +49,7 @@ impl Tarantool {
         {
             return Outcome::Pending(desc);
         }
-        let Role::Replica { master_uri } = &self.role else {
+        let Role::Replica { master_uri, .. } = &self.role else {
             return Outcome::Ready(());
         };
         let following = match up {
