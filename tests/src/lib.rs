@@ -73,6 +73,7 @@ pub mod schema;
 mod spawn;
 pub mod tarantool;
 pub mod tcf;
+pub mod tools;
 pub mod users;
 pub mod value;
 pub mod vclock;
