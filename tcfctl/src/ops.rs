@@ -180,13 +180,13 @@ pub(crate) fn render_switchover(a: &SwitchoverAnswer) -> String {
 
 /// Asks for confirmation on a terminal (the operator types `word`);
 /// without a terminal `--yes` is required.
-fn confirm(what: &str, word: &str, yes: bool) -> Result<(), CtlError> {
+fn confirm(command: &str, what: &str, word: &str, yes: bool) -> Result<(), CtlError> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         return Err(CtlError::Usage(format!(
-            "{what}: not on a terminal, pass --yes to confirm"
+            "{command} needs confirmation: not on a terminal, pass --yes"
         )));
     }
     eprint!("{what}\nType {word} to confirm: ");
@@ -222,6 +222,7 @@ pub(crate) async fn failover(
         .map(|(name, _)| name.clone())
         .ok_or_else(|| CtlError::Refused("no cluster is active: nothing to fail over".into()))?;
     confirm(
+        "failover",
         &format!(
             "Fail cluster {active} over to its peer NOW, without waiting for it? What it committed that \
              the peer has not applied stays on it only; it comes back diverged."
@@ -303,6 +304,7 @@ pub(crate) async fn resync(
         )));
     };
     confirm(
+        "resync",
         &format!(
             "Resync cluster {cluster}: whatever it holds past the loss point is DISCARDED and it is \
              reloaded from the active cluster."

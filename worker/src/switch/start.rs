@@ -315,7 +315,12 @@ async fn lag_check(w: &Worker, plan: &Plan, max_ms: u64) -> Check {
             format!("the destination writing {} reports no replicaset", plan.to),
         );
     }
-    let max = Duration::from_millis(max_ms);
+    judge_lag(plan, &status, Duration::from_millis(max_ms))
+}
+
+/// The lag check of `status` (the destination writing `plan.to`) against
+/// the gate `max`: every replicaset's `lag_seconds` at most `max`.
+fn judge_lag(plan: &Plan, status: &DestinationStatus, max: Duration) -> Check {
     let mut over = Vec::new();
     let mut seen = Vec::new();
     for (rs, s) in &status.replicasets {
@@ -472,4 +477,62 @@ pub(crate) async fn switchover(
     );
     plan.write(w, &rec, None).await?;
     Ok((rec, checks))
+}
+
+#[cfg(test)]
+mod tests {
+    use tcf_api::replicator::DestinationReplicaset;
+
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            state: FedState {
+                term: 3,
+                clusters: BTreeMap::new(),
+            },
+            state_rev: 1,
+            switch_rev: 0,
+            from: "A".into(),
+            to: "B".into(),
+        }
+    }
+
+    fn status(lags: &[(&str, f64)]) -> DestinationStatus {
+        DestinationStatus {
+            destination: "d".into(),
+            cluster: "B".into(),
+            running: true,
+            term: 3,
+            replicasets: lags
+                .iter()
+                .map(|(rs, lag)| {
+                    let r = DestinationReplicaset {
+                        state: ReplicasetState::Streaming,
+                        lag_seconds: *lag,
+                        lag_lsn: 7,
+                        ..DestinationReplicaset::default()
+                    };
+                    ((*rs).to_owned(), r)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_lag_gate_refuses_any_replicaset_behind_it() {
+        let max = Duration::from_secs(10);
+        let ok = judge_lag(&plan(), &status(&[("rs1", 0.2), ("rs2", 10.0)]), max);
+        assert!(ok.ok, "{ok:?}");
+        let bad = judge_lag(&plan(), &status(&[("rs1", 0.2), ("rs2", 12.5)]), max);
+        assert!(!bad.ok);
+        assert_eq!(bad.name, CheckName::Lag);
+        assert!(
+            bad.detail.contains("rs2 lags 12.500 s (7 rows)") && !bad.detail.contains("rs1 lags"),
+            "{}",
+            bad.detail
+        );
+        // A lag that is not a number is never within the gate.
+        assert!(!judge_lag(&plan(), &status(&[("rs1", f64::NAN)]), max).ok);
+    }
 }
