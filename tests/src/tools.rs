@@ -97,3 +97,52 @@ where
         .env_remove("TCF_CA_FILE");
     Ok(c)
 }
+
+/// A long-running tool (e.g. `prometheus`), its output in `log`; stopped
+/// (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Background {
+    child: std::process::Child,
+    /// Its output.
+    pub log: PathBuf,
+}
+
+impl Background {
+    /// Starts `cmd` with stdin closed and its output in `log`.
+    pub fn start(mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(&log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = crate::spawn::spawn_tied_to_parent(cmd)?;
+        Ok(Self { child, log })
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last `n` lines of its output.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
