@@ -115,18 +115,22 @@ async fn prom(addr: &str, path: &str) -> anyhow::Result<Value> {
     let r = http::get(addr, path).await?;
     anyhow::ensure!(r.status == 200, "{path}: {} {}", r.status, r.body);
     let v = http::json(&r)?;
-    Ok(v["data"].clone())
+    Ok(v.get("data").cloned().unwrap_or_default())
 }
 
 async fn firing(addr: &str, alert: &str) -> Vec<Value> {
     let Ok(d) = prom(addr, "/api/v1/alerts").await else {
         return Vec::new();
     };
-    d["alerts"]
-        .as_array()
+    let is = |x: &Value, key: &str, want: &str| x.get(key).and_then(Value::as_str) == Some(want);
+    d.get("alerts")
+        .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter(|x| x["labels"]["alertname"] == alert && x["state"] == "firing")
+                .filter(|x| {
+                    is(x, "state", "firing")
+                        && x.get("labels").is_some_and(|l| is(l, "alertname", alert))
+                })
                 .cloned()
                 .collect()
         })
