@@ -43,6 +43,11 @@ pub struct SwitchoverRequest {
     /// `switchover_timeout`, which applies when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Switch even though the passive cluster has its unmarked-write alarm
+    /// raised (or its workers cannot tell): the operator has dealt with
+    /// those writes. The check then passes, saying so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_unmarked_writes: bool,
 }
 
 impl SwitchoverRequest {

@@ -123,6 +123,10 @@ struct SwitchoverArgs {
     /// capped by the worker's switchover_timeout).
     #[arg(long, default_value = "30s", value_parser = duration)]
     timeout: Duration,
+    /// Switch even though the passive cluster's unmarked-write alarm is
+    /// raised (or cannot be read): you have dealt with those writes.
+    #[arg(long)]
+    accept_unmarked_writes: bool,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -215,6 +219,7 @@ async fn run(cli: Cli) -> Result<i32, CtlError> {
                 dry_run: s.dry_run,
                 max_lag_ms: s.max_lag.map(millis),
                 timeout_ms: Some(millis(s.timeout)),
+                accept_unmarked_writes: s.accept_unmarked_writes,
             };
             ops::switchover(&c, req, cli.json).await
         }

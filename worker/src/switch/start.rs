@@ -242,22 +242,50 @@ pub(crate) async fn prechecks(
                 format!("{} cannot take over: {why}", plan.to),
             ),
         }),
-        Err(e) => p.checks.push(fail(CheckName::Promotable, e.to_string())),
+        Err(e) => p.checks.push(fail(
+            CheckName::Promotable,
+            format!(
+                "{e} (the switch needs a live worker of {}; a worker of {} asks them through peer_workers)",
+                plan.to, plan.from
+            ),
+        )),
     }
     p.checks.push(lag);
-    p.checks.push(match &target {
-        Ok(h) if h.unmarked_writes > 0 => fail(
-            CheckName::UnmarkedWrites,
-            format!(
-                "the unmarked-write alarm is raised on {}: {} write(s) not made by tcf, which {} lacks",
-                plan.to, h.unmarked_writes, plan.from
-            ),
-        ),
-        Ok(_) => pass(CheckName::UnmarkedWrites, format!("no unmarked write on {}", plan.to)),
-        Err(e) => fail(CheckName::UnmarkedWrites, format!("cannot tell: {e}")),
-    });
+    p.checks.push(unmarked_check(
+        &plan,
+        target
+            .as_ref()
+            .map(|h| h.unmarked_writes)
+            .map_err(ToString::to_string),
+        req.accept_unmarked_writes,
+    ));
     p.checks.push(reverse);
     Ok((p, Some(plan)))
+}
+
+/// The unmarked-write check: `writes` counted by the passive cluster's
+/// worker, or why it could not be asked; `accept` lets the operator switch
+/// anyway (the detail says so).
+fn unmarked_check(plan: &Plan, writes: Result<u64, String>, accept: bool) -> Check {
+    let name = CheckName::UnmarkedWrites;
+    let (to, from) = (&plan.to, &plan.from);
+    match (writes, accept) {
+        (Ok(0), _) => pass(name, format!("no unmarked write on {to}")),
+        (Ok(n), false) => fail(
+            name,
+            format!(
+                "the unmarked-write alarm is raised on {to}: {n} write(s) not made by tcf, which {from} lacks"
+            ),
+        ),
+        (Ok(n), true) => pass(
+            name,
+            format!(
+                "the unmarked-write alarm is raised on {to} ({n} write(s)); accepted by the request"
+            ),
+        ),
+        (Err(e), false) => fail(name, format!("cannot tell: {e}")),
+        (Err(e), true) => pass(name, format!("not known ({e}); accepted by the request")),
+    }
 }
 
 fn pass(name: CheckName, detail: String) -> Check {
@@ -534,5 +562,18 @@ mod tests {
         );
         // A lag that is not a number is never within the gate.
         assert!(!judge_lag(&plan(), &status(&[("rs1", f64::NAN)]), max).ok);
+    }
+
+    #[test]
+    fn unmarked_writes_refuse_unless_the_request_accepts_them() {
+        let p = plan();
+        assert!(unmarked_check(&p, Ok(0), false).ok);
+        let c = unmarked_check(&p, Ok(3), false);
+        assert!(!c.ok && c.detail.contains("3 write(s)"), "{c:?}");
+        let c = unmarked_check(&p, Ok(3), true);
+        assert!(c.ok && c.detail.contains("accepted"), "{c:?}");
+        let c = unmarked_check(&p, Err("no peer_workers".into()), false);
+        assert!(!c.ok && c.detail.contains("cannot tell"), "{c:?}");
+        assert!(unmarked_check(&p, Err("x".into()), true).ok);
     }
 }
