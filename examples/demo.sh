@@ -24,7 +24,8 @@
 #   7. writes a few thousand rows through HAProxy as user `app` (they land
 #      on A) and shows them arriving on B, with the destination's applied
 #      vclock and lag;
-#   8. switches over: POST /tcf/switchover on A's worker (A fenced, A -> B
+#   8. switches over with tcfctl (its dry run first, then `tcfctl switchover`:
+#      POST /tcf/switchover on A's worker; A fenced, A -> B
 #      drained, B -> A started, B active), shows both workers'
 #      /tcf/is_active and HAProxy moving to B, then writes as many rows
 #      through HAProxy again: they land on B and flow B -> A;
@@ -62,7 +63,6 @@ SEED_ROWS=1000
 [[ "$BULK_ROWS" =~ ^[0-9]+$ ]] || { echo "demo: DEMO_ROWS must be a number, not '$BULK_ROWS'" >&2; exit 1; }
 
 INFO_TOKEN=$(tr -d '[:space:]' < examples/secrets/info.token)
-TOGGLE_TOKEN=$(tr -d '[:space:]' < examples/secrets/toggle.token)
 LUA_DIR=examples/tarantool
 TARANTOOL=${TCF_TARANTOOL:-tarantool}
 CLIENT=("$TARANTOOL" "$LUA_DIR/client.lua")
@@ -315,7 +315,8 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directo
 GATEWAY_BIN=$TARGET_DIR/release/tcf-gateway
 DESTINATION_BIN=$TARGET_DIR/release/tcf-destination
 WORKER_BIN=$TARGET_DIR/release/tcf-worker
-for b in "$GATEWAY_BIN" "$DESTINATION_BIN" "$WORKER_BIN"; do
+TCFCTL_BIN=$TARGET_DIR/release/tcfctl
+for b in "$GATEWAY_BIN" "$DESTINATION_BIN" "$WORKER_BIN" "$TCFCTL_BIN"; do
     [ -x "$b" ] || die "$b was not built"
 done
 
@@ -564,9 +565,18 @@ info_json() { curl -fsS --max-time 10 -H "Authorization: Bearer $INFO_TOKEN" "ht
 fenced_is() { # PORT true|false: the worker's last applied fence of its cluster
     info_json "$1" | jq -e --argjson f "$2" '.fence != null and .fence.fenced == $f' >/dev/null
 }
-worker_line() { # PORT -> one line of GET /tcf/api/v1/info
-    info_json "$1" | jq -r '"worker \(.cluster): term \(.term), \(.clusters | to_entries | map("\(.key) \(.value)") | join(", ")); user app \(if .fence == null then "?" elif .fence.fenced then "disabled (fenced)" else "enabled" end) on \(.cluster)\(if .fence_error then ", fence error: " + .fence_error else "" end)\(if .replicator_error then ", replicator error: " + .replicator_error else "" end)"' 2>/dev/null \
-        || echo "worker on :$1: info unavailable"
+# tcfctl against both workers (the first that answers), info token unless
+# TCF_TOKEN_FILE says otherwise: its output is the demo's status lines.
+tcfctl() {
+    TCF_TOKEN_FILE=${TCF_TOKEN_FILE:-examples/secrets/info.token} \
+        "$TCFCTL_BIN" --worker "http://127.0.0.1:$WORKER_A,http://127.0.0.1:$WORKER_B" "$@"
+}
+# tcfctl status, indented; the demo fails if it does not answer.
+show_tcfctl_status() {
+    local out
+    out=$(tcfctl status 2>&1) || die "tcfctl status failed: $out"
+    say "\$ tcfctl status"
+    while IFS= read -r line; do say "  $line"; done <<<"$out"
 }
 wait_for "A's worker to answer 200 and B's 418 on /tcf/is_active" 30 "${WORKER_PID[B]}" roles_are 200 418
 wait_for "A's worker to unfence A" 30 "${WORKER_PID[A]}" fenced_is "$WORKER_A" false
@@ -574,9 +584,7 @@ wait_for "B's worker to fence B" 30 "${WORKER_PID[B]}" fenced_is "$WORKER_B" tru
 # one_way: only the pair leaving the active cluster runs.
 wait_for "the workers to stop the pair B -> A" 30 "${WORKER_PID[B]}" all_state 10182 stopped
 say "GET /tcf/is_active: A $(is_active "$WORKER_A"), B $(is_active "$WORKER_B")"
-say "$(worker_line "$WORKER_A")"
-say "$(worker_line "$WORKER_B")"
-say "pairs (one_way): a-to-b $(pair_state 10082), b-to-a $(pair_state 10182)"
+show_tcfctl_status
 
 # ---- 11. HAProxy -----------------------------------------------------------------------------
 step "HAProxy: rs1 on 127.0.0.1:3300, rs2 on 127.0.0.1:3310, to the masters of the cluster whose worker answers 200"
@@ -621,23 +629,26 @@ done
 say "B holds every row of A: rs1 $(counts 3401), rs2 $(counts 3411)"
 
 # ---- 13. switchover ----------------------------------------------------------------------------
-step "planned switchover A -> B: POST /tcf/switchover on A's worker"
+step "planned switchover A -> B with tcfctl: its dry run first, then the switch"
 say "the workers fence A (user app disabled), wait until A -> B has applied everything up to the fence,"
-say "start B -> A, then flip the roles in etcd (docs/worker.md, Planned switchover)"
-say "curl -X POST -H 'Authorization: Bearer <examples/secrets/toggle.token>' http://127.0.0.1:$WORKER_A/tcf/switchover"
-resp=$(curl -sS --max-time 90 -X POST -H "Authorization: Bearer $TOGGLE_TOKEN" -w '\n%{http_code}' \
-    "http://127.0.0.1:$WORKER_A/tcf/switchover" 2>&1) || true
-code=${resp##*$'\n'}
-body=${resp%$'\n'*}
-say "$code $(jq -c . <<<"$body" 2>/dev/null || echo "$body")"
-if [ "$code" != 200 ] || [ "$(jq -r .result <<<"$body" 2>/dev/null)" != "done" ]; then
+say "start B -> A, then flip the roles in etcd (docs/worker.md, Planned switchover; docs/tcfctl.md)"
+say "\$ TCF_TOKEN_FILE=examples/secrets/toggle.token tcfctl switchover --dry-run"
+if ! out=$(TCF_TOKEN_FILE=examples/secrets/toggle.token tcfctl switchover --dry-run 2>&1); then
+    while IFS= read -r line; do say "  $line"; done <<<"$out"
+    die "the switchover's dry run refused it (above)"
+fi
+while IFS= read -r line; do say "  $line"; done <<<"$out"
+say "\$ TCF_TOKEN_FILE=examples/secrets/toggle.token tcfctl switchover --max-lag 10s --timeout 30s"
+if ! out=$(TCF_TOKEN_FILE=examples/secrets/toggle.token tcfctl switchover --max-lag 10s --timeout 30s 2>&1); then
+    while IFS= read -r line; do say "  $line"; done <<<"$out"
     log_tail "${WORKER_PID[A]}"
     log_tail "${WORKER_PID[B]}"
     info_json "$WORKER_A" | jq . >&2 2>/dev/null || true
-    die "the switchover did not complete: HTTP $code $body"
+    die "the switchover did not complete (above)"
 fi
+while IFS= read -r line; do say "  $line"; done <<<"$out"
+[[ "$out" == *"result: done, term 1,"* ]] || die "tcfctl switchover did not report done at term 1: $out"
 switched_ms=$(now_ms)
-say "done: $(jq -r '"\(.from) -> \(.to), term \(.term), duration_ms \(.duration_ms)"' <<<"$body")"
 wait_for "A's worker to answer 418 and B's 200 on /tcf/is_active" 15 "${WORKER_PID[B]}" roles_are 418 200
 say "GET /tcf/is_active: A $(is_active "$WORKER_A"), B $(is_active "$WORKER_B")"
 wait_for "HAProxy to send rs1 and rs2 to B" 30 "$HAPROXY_PID" hap_routes_to b
@@ -646,9 +657,7 @@ wait_for "B's worker to unfence B" 30 "${WORKER_PID[B]}" fenced_is "$WORKER_B" f
 wait_for "A's worker to fence A" 30 "${WORKER_PID[A]}" fenced_is "$WORKER_A" true
 wait_for "the pair B -> A to stream" 60 "${TCF_PID[destination-b-to-a]}" all_streaming 10182
 wait_for "the workers to stop the pair A -> B" 30 "${WORKER_PID[A]}" all_state 10082 stopped
-say "$(worker_line "$WORKER_A")"
-say "$(worker_line "$WORKER_B")"
-say "pairs (one_way): a-to-b $(pair_state 10082), b-to-a $(pair_state 10182)"
+show_tcfctl_status
 # The fence: the application can no longer write to A, even bypassing HAProxy.
 if out=$("${CLIENT[@]}" write "$A_MASTERS" "$NEXT_ACCOUNT" 1 "$NEXT_EVENT" 2>&1); then
     die "user app could still write to A's masters directly after the switchover: $out"
@@ -730,8 +739,10 @@ for r in "rs1 3301 3401" "rs2 3311 3411"; do
     printf '    %-4s %-8s %10s %12s %12s %10s %12s %12s\n' "$rs" B "${fb[@]}"
 done
 while read -r line; do say "$line"; done < <(show_status 10082; show_status 10182)
-say "$(worker_line "$WORKER_A")"
-say "$(worker_line "$WORKER_B")"
+show_tcfctl_status
+out=$(tcfctl history 2>&1) || die "tcfctl history failed: $out"
+say "\$ tcfctl history"
+while IFS= read -r line; do say "  $line"; done <<<"$out"
 say "GET /tcf/is_active: A $(is_active "$WORKER_A"), B $(is_active "$WORKER_B")"
 # Nothing but the one switchover may have changed the roles (the
 # coordinator fails over automatically only when the active cluster fails).

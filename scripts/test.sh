@@ -6,7 +6,10 @@
 #
 # Steps (each fails fast with a message naming it):
 #   1. installs missing system packages: tarantool, etcd-server,
-#      protobuf-compiler, haproxy (apt-get update, then apt-get install -y);
+#      protobuf-compiler, haproxy, chromium (the console test), prometheus
+#      (promtool and the live alert test), and nodejs + npm when `node` is
+#      missing (apt-get update, then apt-get install -y); then the console
+#      test's playwright-core (npm ci in tests/console; no browser download);
 #   2. guard: aws-lc-rs must not be in the dependency tree (ring only);
 #   3. cargo fmt --check, cargo clippy -D warnings, cargo build;
 #   4. cargo nextest run (profile `ci` when CI=true, else `default`);
@@ -46,16 +49,36 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 missing=()
-for pkg in tarantool etcd-server protobuf-compiler haproxy; do
+for pkg in tarantool etcd-server protobuf-compiler haproxy chromium prometheus; do
     installed "$pkg" || missing+=("$pkg")
 done
+# The machine's own Node.js (20 or later, which playwright-core needs) is used
+# when there is one; Debian's otherwise.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     $SUDO apt-get update || die "apt-get update"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}" \
         || die "apt-get install ${missing[*]}"
+    # The prometheus package starts a system Prometheus (and its node
+    # exporter) where systemd runs; the tests run their own on free ports.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+        for unit in prometheus prometheus-node-exporter; do
+            if systemctl is-active --quiet "$unit" 2>/dev/null; then
+                $SUDO systemctl disable --now "$unit" || die "systemctl disable --now $unit"
+            fi
+        done
+    fi
 else
     echo "all present"
+fi
+for cmd in chromium promtool prometheus node npm; do
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd is not on PATH after install"
+done
+if [ ! -d tests/console/node_modules/playwright-core ]; then
+    echo "installing playwright-core for the console test (npm ci in tests/console)"
+    npm ci --prefix tests/console --no-audit --no-fund || die "npm ci --prefix tests/console"
 fi
 command -v tarantool >/dev/null 2>&1 || die "tarantool is not on PATH after install"
 command -v etcd >/dev/null 2>&1 || die "etcd is not on PATH after install"

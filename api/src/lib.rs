@@ -6,6 +6,8 @@
 //! | --- | --- |
 //! | [`replicator`] | `GET /api/v1/status` of a gateway or a destination, the replicaset states, the start/stop command body |
 //! | [`worker`] | the federation state in etcd (state, switch record, history), a worker's view for its peers, the parts of its info |
+//! | [`operator`] | the worker's operator routes: switchover request, prechecks and answer, failover and resync answers, overview, lag history, error body |
 
+pub mod operator;
 pub mod replicator;
 pub mod worker;

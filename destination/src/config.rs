@@ -18,7 +18,6 @@ use tcf_common::{
     tls::ClientTls,
 };
 use tcf_iproto::ConnectOptions;
-use tonic::transport::ClientTlsConfig;
 
 /// Environment variable that overrides the replication password.
 pub const PASSWORD_ENV: &str = "TCF_REPLICATION_PASSWORD";
@@ -142,7 +141,7 @@ pub struct Config {
     /// Gateway addresses (`host:port`), tried in order.
     pub gateways: Vec<String>,
     /// mTLS to the gateways; `None` only with `insecure: true`.
-    pub tls: Option<ClientTlsConfig>,
+    pub tls: Option<tcf_common::tls::LoadedClientTls>,
     /// Target user (never one of the application's dml users).
     pub replication_user: String,
     /// Its password.
@@ -207,7 +206,7 @@ impl Config {
                 ));
             }
             (None, true) => None,
-            (Some(t), false) => Some(tcf_common::tls::client_tls(&key("tls"), &t)?.config),
+            (Some(t), false) => Some(tcf_common::tls::client_tls(&key("tls"), &t)?),
         };
         if raw.replication_user.trim().is_empty() {
             return Err(ConfigError::invalid(

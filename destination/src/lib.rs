@@ -64,7 +64,8 @@ pub struct Destination {
 impl Destination {
     fn new(cfg: Config) -> Self {
         let cfg = Arc::new(cfg);
-        let pool = Pool::new(cfg.gateways.clone(), cfg.tls.clone(), cfg.connect_timeout);
+        let tls = cfg.tls.as_ref().map(|t| t.config.clone());
+        let pool = Pool::new(cfg.gateways.clone(), tls, cfg.connect_timeout);
         let ctx = Arc::new(Ctx {
             cfg: Arc::clone(&cfg),
             pool,

@@ -67,6 +67,9 @@ fn kind_of(e: &End) -> &'static str {
 pub(crate) async fn run(ctx: Arc<Ctx>, rs: String, st: StatusCell, cancel: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut backoff = FIRST_BACKOFF;
+    // Exported at 0 from the start, so that `rate()` and alerts see the
+    // first retry.
+    metrics::counter!(m::ERRORS, m::REPLICASET => rs.clone(), m::KIND => "retry").increment(0);
     loop {
         let started = std::time::Instant::now();
         let end = tokio::select! {

@@ -187,6 +187,9 @@ impl Reader {
         let mut avoid: Option<String> = None;
         let mut backoff = Duration::from_millis(100);
         let mut ahead_since: Option<tokio::time::Instant> = None;
+        // Exported at 0 from the first connection on, so that `rate()` and
+        // alerts see the first reconnect.
+        metrics::counter!(m::RECONNECTS, m::REPLICASET => self.src.replicaset.clone()).increment(0);
         loop {
             if self.out.is_closed() {
                 return Err(Stop::Closed);

@@ -79,6 +79,7 @@ pub mod skip;
 mod spawn;
 pub mod tarantool;
 pub mod tcf;
+pub mod tools;
 pub mod users;
 pub mod value;
 pub mod vclock;

@@ -278,7 +278,8 @@ pub struct Paired {
 #[derive(Debug, Clone, Default)]
 pub struct PairedOptions {
     /// Both workers campaign as coordinators with short test timings
-    /// ([`COORDINATOR`]) and know each other as `peer_workers`.
+    /// ([`COORDINATOR`]). (The workers always know each other as
+    /// `peer_workers`.)
     pub coordinator: bool,
     /// Route A's worker to etcd and to B's worker, and B's worker to A's,
     /// through proxies the test can cut ([`Paired::a_links`]).
@@ -379,17 +380,19 @@ impl Paired {
             spec_a.mode = "two_way".into();
             spec_b.mode = "two_way".into();
         }
+        // Each worker knows the other cluster's workers: a switchover's
+        // prechecks ask the passive cluster's workers for its health.
+        spec_a.peer_workers = vec![format!("http://{a_to_b}")];
+        spec_b.peer_workers = vec![format!("http://{b_to_a}")];
+        if let Some((pa2, pb2)) = &second {
+            spec_a
+                .peer_workers
+                .push(format!("http://127.0.0.1:{}", pb2.port()));
+            spec_b
+                .peer_workers
+                .push(format!("http://127.0.0.1:{}", pa2.port()));
+        }
         if o.coordinator {
-            spec_a.peer_workers = vec![format!("http://{a_to_b}")];
-            spec_b.peer_workers = vec![format!("http://{b_to_a}")];
-            if let Some((pa2, pb2)) = &second {
-                spec_a
-                    .peer_workers
-                    .push(format!("http://127.0.0.1:{}", pb2.port()));
-                spec_b
-                    .peer_workers
-                    .push(format!("http://127.0.0.1:{}", pa2.port()));
-            }
             spec_a.extra.push(COORDINATOR.into());
             spec_b.extra.push(COORDINATOR.into());
         }

@@ -10,7 +10,7 @@ use std::{
 use tcf_api::worker::Verdict;
 
 use crate::{
-    Config, election, health,
+    Config, console, election, health,
     store::{FedState, Store, SwitchRecord},
     unmarked,
 };
@@ -67,6 +67,8 @@ pub(crate) struct Worker {
     pub(crate) acting: tokio::sync::Mutex<()>,
     pub(crate) membership: health::Membership,
     pub(crate) verdict: Mutex<Verdict>,
+    /// The pairs' lag over the last minutes (console, gauges).
+    pub(crate) lag: console::lag::LagLog,
 }
 
 impl Worker {

@@ -72,20 +72,7 @@ pub(crate) enum FailoverError {
     Conflict,
 }
 
-/// A failover that happened.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct Outcome {
-    /// The failed cluster, now `diverged`.
-    pub(crate) from: String,
-    /// The new active cluster.
-    pub(crate) to: String,
-    /// The new term.
-    pub(crate) term: u64,
-    /// The new active's applied position from `from`, by source replicaset UUID.
-    pub(crate) loss_point: BTreeMap<String, Vclock>,
-    /// How long the failover itself took.
-    pub(crate) duration_ms: u64,
-}
+pub(crate) use tcf_api::operator::FailoverOutcome as Outcome;
 
 /// Fails the active cluster over to its peer. `leader` makes the flip
 /// conditional on still leading (automatic failover).

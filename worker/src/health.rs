@@ -89,6 +89,11 @@ pub struct Health {
     pub incoming_error: Option<String>,
     /// Applied from the peer, by source replicaset name.
     pub applied: BTreeMap<String, Applied>,
+    /// Unmarked writes counted by the probing worker's alarm while the
+    /// cluster was not active (0 when it never saw one, or lowered it);
+    /// a switchover to a cluster with any is refused.
+    #[serde(default)]
+    pub unmarked_writes: u64,
 }
 
 impl Health {
@@ -242,6 +247,14 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
     .await;
     let mut h = Health {
         cluster: w.cfg.cluster.clone(),
+        unmarked_writes: {
+            let v = w.view();
+            if v.unmarked.alarm {
+                v.unmarked.count.max(1)
+            } else {
+                0
+            }
+        },
         ..Health::default()
     };
     let learned = {

@@ -4,12 +4,15 @@
 //! | --- | --- | --- |
 //! | `GET /tcf/status` | `info` | `active` / `passive` / `diverged` (text) |
 //! | `GET /tcf/is_active` | none | 200 active, 418 passive, 503 + `{"error"}` when it cannot tell |
-//! | `POST /tcf/toggle`, `POST /tcf/switchover` | `toggle` | planned switchover; waits for the outcome |
+//! | `POST /tcf/toggle`, `POST /tcf/switchover` | `toggle` | planned switchover (body: `{dry_run, max_lag_ms, timeout_ms}`); prechecks, then waits for the outcome |
 //! | `POST /tcf/failover` | `admin` | fails the active cluster over to its peer now |
 //! | `POST /tcf/resync` | `admin` | reloads this `diverged` cluster from the active one |
 //! | `GET /tcf/api/v1/info` | `info` | JSON state, switch, history, replicators, leader |
 //! | `GET /tcf/api/v1/health` | `info` | this cluster's health probe (for the coordinator) |
 //! | `GET /tcf/api/v1/view` | `info` | this worker's state (for peer confirmation) |
+//! | `GET /tcf/api/v1/overview` | `info` | both clusters, the peer's info, every worker's LB answer (tcfctl, console) |
+//! | `GET /tcf/api/v1/lag` | `info` | the pairs' lag over the last minutes |
+//! | `GET /tcf/console` | none (the page asks for a token) | the web console |
 //! | `GET /metrics` | none | Prometheus text |
 //!
 //! `is_active` is open to load balancers: it answers 200 only while the
@@ -19,20 +22,25 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
-use tcf_api::worker::{CoordinatorInfo, FenceState, Info, UnmarkedCommits, UnmarkedReading};
+use tcf_api::{
+    operator::{
+        ErrorBody, FailoverAnswer, FailoverResult, Prechecks, SwitchoverAnswer, SwitchoverRequest,
+        SwitchoverResult,
+    },
+    worker::{CoordinatorInfo, FenceState, Info, UnmarkedCommits, UnmarkedReading},
+};
 use tcf_common::auth::{Role, check};
 
 use crate::{
     Status, Worker,
     store::{Phase, SwitchRecord},
-    switch::start::StartError,
+    switch::start::{self, StartError},
 };
 
 #[derive(Clone)]
@@ -52,15 +60,19 @@ pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
         .route("/tcf/api/v1/info", get(info))
         .route("/tcf/api/v1/health", get(health))
         .route("/tcf/api/v1/view", get(view))
+        .route("/tcf/api/v1/overview", get(overview))
+        .route("/tcf/api/v1/lag", get(lag))
+        .route("/tcf/console", get(crate::console::index))
+        .route("/tcf/console/console.js", get(crate::console::script))
+        .route("/tcf/console/console.css", get(crate::console::style))
         .route("/metrics", get(metrics_text))
-        // No route reads a body (each checks its token from the headers
-        // alone); anything that ever does gets a small cap.
+        // Only the switchover reads a body, after its token: a small cap.
         .layer(DefaultBodyLimit::max(tcf_common::control::MAX_BODY))
         .with_state(Ctx { w, metrics })
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": msg.into() }))).into_response()
+    (code, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
 async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -80,71 +92,145 @@ async fn status(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 }
 
 async fn is_active(State(ctx): State<Ctx>) -> Response {
-    let state = match ctx.w.confirmed_state() {
+    let (code, body) = lb_answer(&ctx.w);
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        return error(code, body);
+    }
+    (code, body).into_response()
+}
+
+/// What `GET /tcf/is_active` answers: 200 `active`, 418 `passive` /
+/// `diverged` / `leaving`, or 503 and why the worker cannot tell.
+pub(crate) fn lb_answer(w: &Worker) -> (StatusCode, String) {
+    let state = match w.confirmed_state() {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    match state.status(&ctx.w.cfg.cluster) {
+    match state.status(&w.cfg.cluster) {
         Some(Status::Active)
-            if ctx
-                .w
-                .view()
+            if w.view()
                 .switch
                 .as_ref()
-                .is_some_and(|s| !s.phase.is_final() && s.from == ctx.w.cfg.cluster) =>
+                .is_some_and(|s| !s.phase.is_final() && s.from == w.cfg.cluster) =>
         {
             // Being switched or failed over away from: fenced already, and
             // the peer may answer 200 before this worker sees the flip.
-            (StatusCode::IM_A_TEAPOT, "leaving").into_response()
+            (StatusCode::IM_A_TEAPOT, "leaving".into())
         }
         Some(Status::Active) => {
             // Active on paper, but none of its instances answers.
-            let v = ctx.w.view();
+            let v = w.view();
             if let Some(e) = v.fence_error.clone().filter(|_| v.cluster_unreachable) {
-                drop(v);
-                return error(StatusCode::SERVICE_UNAVAILABLE, e);
+                return (StatusCode::SERVICE_UNAVAILABLE, e);
             }
-            drop(v);
-            (StatusCode::OK, "active").into_response()
+            (StatusCode::OK, "active".into())
         }
-        Some(s) => (StatusCode::IM_A_TEAPOT, s.as_str()).into_response(),
-        None => error(
+        Some(s) => (StatusCode::IM_A_TEAPOT, s.as_str().into()),
+        None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "this cluster is not in the federation state",
+            "this cluster is not in the federation state".into(),
         ),
     }
 }
 
-async fn switchover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
-    let role = match check(&ctx.w.cfg.tokens, &headers, Role::Toggle) {
+async fn switchover(State(ctx): State<Ctx>, req: Request) -> Response {
+    let role = match check(&ctx.w.cfg.tokens, req.headers(), Role::Toggle) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let w = &ctx.w;
-    let by = format!("{} (role {})", w.id, role.as_str());
-    let rec = match crate::switch::start::switchover(w, by).await {
-        Ok(rec) => rec,
-        Err(e) => return error(start_error_status(&e), e.to_string()),
+    // The token is checked before the body is read.
+    let body = match axum::body::to_bytes(req.into_body(), tcf_common::control::MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")),
     };
-    let (from, to) = (rec.from.clone(), rec.to.clone());
+    let request = match SwitchoverRequest::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad switchover request: {e}"),
+            );
+        }
+    };
+    let w = &ctx.w;
     let started = Instant::now();
-    // Wait for the outcome (any worker may carry the phases).
-    let limit = w.cfg.switchover_timeout + w.cfg.poll_interval * 10;
-    let outcome = wait_outcome(w, &rec.id, limit).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match outcome {
-        Some(done) if done.phase == Phase::Done => Json(json!({
-            "result": "done", "from": from, "to": to, "term": done.term, "duration_ms": elapsed_ms,
-            "fence_vclocks": done.fence_vclocks,
-        }))
-        .into_response(),
-        Some(done) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            Json(json!({ "result": "rolled_back", "error": done.error, "from": from, "to": to, "duration_ms": elapsed_ms })),
-        )
-            .into_response(),
-        None => error(StatusCode::GATEWAY_TIMEOUT, "no outcome within the deadline; see /tcf/api/v1/info"),
+    let elapsed = || Some(started.elapsed().as_millis() as u64);
+    if request.dry_run {
+        return match start::prechecks(w, &request).await {
+            Ok((checks, _)) => {
+                let mut a = SwitchoverAnswer::new(if checks.passed() {
+                    SwitchoverResult::Ready
+                } else {
+                    SwitchoverResult::Refused
+                });
+                a.dry_run = true;
+                a.from.clone_from(&checks.from);
+                a.to.clone_from(&checks.to);
+                a.term = checks.term;
+                a.duration_ms = elapsed();
+                a.error = checks.refusal();
+                a.plan = start::steps(&checks);
+                let code = if checks.passed() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CONFLICT
+                };
+                a.prechecks = Some(checks);
+                (code, Json(a)).into_response()
+            }
+            Err(e) => refused(start_error_status(&e), e.to_string(), None, true),
+        };
     }
+    let by = format!("{} (role {})", w.id, role.as_str());
+    let (rec, checks) = match start::switchover(w, by, &request).await {
+        Ok(r) => r,
+        Err(start::Refusal::Start(e)) => {
+            return refused(start_error_status(&e), e.to_string(), None, false);
+        }
+        Err(start::Refusal::Prechecks(p)) => {
+            let why = p.refusal().unwrap_or_else(|| "no precheck ran".into());
+            return refused(StatusCode::CONFLICT, why, Some(p), false);
+        }
+    };
+    // Wait for the outcome (any worker may carry the phases).
+    let limit = start::timeout_of(w, &request) + w.cfg.poll_interval * 10;
+    let outcome = wait_outcome(w, &rec.id, limit).await;
+    let mut a = SwitchoverAnswer::new(SwitchoverResult::NoOutcome);
+    a.from = Some(rec.from.clone());
+    a.to = Some(rec.to.clone());
+    a.term = Some(rec.term);
+    a.prechecks = Some(checks);
+    a.duration_ms = elapsed();
+    match outcome {
+        Some(done) if done.phase == Phase::Done => {
+            a.result = SwitchoverResult::Done;
+            a.fence_vclocks = done.fence_vclocks;
+            Json(a).into_response()
+        }
+        Some(done) => {
+            a.result = SwitchoverResult::RolledBack;
+            a.error = done.error;
+            (StatusCode::GATEWAY_TIMEOUT, Json(a)).into_response()
+        }
+        None => {
+            a.error = Some("no outcome within the deadline; see /tcf/api/v1/info".into());
+            (StatusCode::GATEWAY_TIMEOUT, Json(a)).into_response()
+        }
+    }
+}
+
+/// A switchover that did not start, as a [`SwitchoverAnswer`].
+fn refused(code: StatusCode, why: String, p: Option<Prechecks>, dry_run: bool) -> Response {
+    let mut a = SwitchoverAnswer::new(SwitchoverResult::Refused);
+    a.dry_run = dry_run;
+    if let Some(p) = &p {
+        a.from.clone_from(&p.from);
+        a.to.clone_from(&p.to);
+        a.term = p.term;
+    }
+    a.error = Some(why);
+    a.prechecks = p;
+    (code, Json(a)).into_response()
 }
 
 /// The HTTP status for a switch that did not start.
@@ -176,7 +262,26 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
         return e.into_response();
     }
-    let w = &ctx.w;
+    Json(info_of(&ctx.w).await).into_response()
+}
+
+async fn overview(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    Json(crate::console::overview(&ctx.w).await).into_response()
+}
+
+async fn lag(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    Json(ctx.w.lag.history()).into_response()
+}
+
+/// This worker's `GET /tcf/api/v1/info`: read fresh from etcd when it
+/// answers, the last view (flagged stale) when not.
+pub(crate) async fn info_of(w: &Worker) -> Info {
     // Fresh from etcd when it answers; the last view (flagged stale) when not.
     if let Err(e) = w.refresh().await {
         w.view().etcd_error = Some(e.to_string());
@@ -189,7 +294,7 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         None => None,
     };
     let unmarked = &v.unmarked;
-    Json(Info {
+    Info {
         federation: w.cfg.federation.clone(),
         cluster: w.cfg.cluster.clone(),
         peer: w.cfg.peer.clone(),
@@ -230,8 +335,7 @@ async fn info(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
             leading: w.campaign.leading(w.cfg.coordinator.lease_ttl).is_some(),
             verdict: w.verdict().clone(),
         },
-    })
-    .into_response()
+    }
 }
 
 async fn failover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -241,7 +345,11 @@ async fn failover(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     };
     let by = format!("{} (role {})", ctx.w.id, role.as_str());
     match crate::failover::fail_over(&ctx.w, "manual", by, None).await {
-        Ok(o) => Json(json!({ "result": "done", "failover": o })).into_response(),
+        Ok(failover) => Json(FailoverAnswer {
+            result: FailoverResult::Done,
+            failover,
+        })
+        .into_response(),
         Err(e) => {
             use crate::failover::FailoverError as F;
             let code = match &e {

@@ -8,6 +8,7 @@
 //! `docs/state.md`.
 
 pub mod config;
+mod console;
 mod context;
 mod coordinator;
 mod election;
@@ -125,6 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         acting: tokio::sync::Mutex::new(()),
         membership: health::Membership::default(),
         verdict: Mutex::default(),
+        lag: console::lag::LagLog::default(),
     });
     tokio::select! {
         () = w.membership.load(&w) => {}
@@ -145,6 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     if cfg.coordinator.enabled {
         tokio::spawn(coordinator::run(Arc::clone(&w), shutdown.clone()));
     }
+    tokio::spawn(console::lag::run(Arc::clone(&w), shutdown.clone()));
     info!(federation = %cfg.federation, cluster = %cfg.cluster, http = %cfg.http_listen, "tcf-worker running");
     let ticker = {
         let (w, stop) = (Arc::clone(&w), shutdown.clone());

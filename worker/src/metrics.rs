@@ -2,6 +2,12 @@
 
 /// Label: cluster.
 pub(crate) const CLUSTER: &str = "cluster";
+/// Label: a pair's source cluster.
+pub(crate) const FROM: &str = "from";
+/// Label: a pair's target cluster.
+pub(crate) const TO: &str = "to";
+/// Label: a replicaset of a pair (the destination's label).
+pub(crate) const REPLICASET: &str = "replicaset";
 /// Label: switch outcome.
 pub(crate) const OUTCOME: &str = "outcome";
 
@@ -27,3 +33,10 @@ pub(crate) const UNMARKED_ALARM: &str = "tcf_worker_unmarked_alarm";
 pub(crate) const LEADER: &str = "tcf_worker_coordinator_leader";
 /// The leader's consecutive failed health checks of the active cluster.
 pub(crate) const SUSPECT_COUNT: &str = "tcf_worker_active_suspect_count";
+/// Lag of a pair that should run, per replicaset: the destination's own
+/// while it streams, else growing with the time since it last did; 0 for a
+/// pair that should not run.
+pub(crate) const PAIR_LAG_SECONDS: &str = "tcf_worker_pair_lag_seconds";
+/// Rows behind of that pair (the destination's `lag_lsn`; the last known
+/// while it does not answer).
+pub(crate) const PAIR_LAG_ROWS: &str = "tcf_worker_pair_lag_rows";

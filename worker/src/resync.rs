@@ -20,11 +20,13 @@
 use std::collections::BTreeMap;
 
 use rmpv::Value;
-use serde::Serialize;
 use tcf_iproto::{Connection, Vclock};
 use tracing::info;
 
-use tcf_api::worker::{HistoryOutcome, SwitchKind};
+use tcf_api::{
+    operator::{ResyncAnswer, ResyncReport, ResyncResult, Tail},
+    worker::{HistoryOutcome, SwitchKind},
+};
 
 use crate::{
     Worker,
@@ -52,18 +54,6 @@ end
 return true
 ";
 
-/// What a diverged replicaset holds past the loss point.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Tail {
-    /// The loss point (what the active cluster applied from it).
-    pub(crate) from: Vclock,
-    /// Its master's vclock now.
-    pub(crate) to: Vclock,
-    /// LSNs between the two: rows committed past the loss point (including
-    /// tcf's own fence records).
-    pub(crate) rows: u64,
-}
-
 /// A resync that did not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ResyncError {
@@ -82,10 +72,7 @@ pub(crate) enum ResyncError {
 }
 
 /// Reports the tail and starts the reload (see the module docs).
-pub(crate) async fn resync(
-    w: &Worker,
-    requested_by: String,
-) -> Result<serde_json::Value, ResyncError> {
+pub(crate) async fn resync(w: &Worker, requested_by: String) -> Result<ResyncAnswer, ResyncError> {
     let _acting = w.acting.lock().await;
     let me = w.cfg.cluster.clone();
     let ((state, state_rev), (switch, _)) = w.store.snapshot().await?;
@@ -155,7 +142,13 @@ pub(crate) async fn resync(
         .await
         .map_err(|e| fail(e.to_string()))?;
     }
-    let report = serde_json::json!({ "cluster": me, "loss_point": loss, "tail": &tails });
+    let report = ResyncReport {
+        cluster: me.clone(),
+        loss_point: loss.clone(),
+        tail: tails,
+    };
+    let detail = serde_json::to_value(&report)
+        .map_err(|e| ResyncError::Failed(format!("encoding the tail report: {e}")))?;
     let mut next = state.clone();
     next.clusters.insert(me.clone(), Status::Passive);
     let entry = HistoryEntry {
@@ -167,17 +160,17 @@ pub(crate) async fn resync(
         at_ms: now_ms(),
         by: format!("{} (requested by {requested_by})", w.id),
         loss_point: loss,
-        detail: Some(report.clone()),
+        detail: Some(detail),
     };
     if !w.store.set_state(state_rev, &next, &entry).await? {
         return Err(ResyncError::Conflict);
     }
-    info!(cluster = %me, tail = ?tails, "resync: passive again; the incoming pair reloads it");
-    Ok(serde_json::json!({
-        "result": "reloading",
-        "term": state.term,
-        "report": report,
-    }))
+    info!(cluster = %me, tail = ?report.tail, "resync: passive again; the incoming pair reloads it");
+    Ok(ResyncAnswer {
+        result: ResyncResult::Reloading,
+        term: state.term,
+        report,
+    })
 }
 
 /// With `on_return: ship_tail`, on a diverged cluster: once the pair leaving
