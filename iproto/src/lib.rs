@@ -19,6 +19,7 @@
 //! protocol facts this code follows.
 
 mod conn;
+pub mod canon;
 pub mod consts;
 mod error;
 pub mod features;
