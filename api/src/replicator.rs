@@ -142,6 +142,13 @@ pub struct GatewayReplicaset {
     pub rows_shipped: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The verification walk whose chunks this stream makes, if any
+    /// (`docs/verify.md`).
+    #[serde(default)]
+    pub walk: Option<String>,
+    /// Why the last verification chunk failed on the source (retried).
+    #[serde(default)]
+    pub walk_error: Option<String>,
 }
 
 impl Default for GatewayReplicaset {
@@ -163,6 +170,8 @@ impl Default for GatewayReplicaset {
             transactions_shipped: 0,
             rows_shipped: 0,
             last_error: None,
+            walk: None,
+            walk_error: None,
         }
     }
 }

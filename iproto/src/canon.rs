@@ -158,10 +158,11 @@ fn ext(out: &mut Vec<u8>, ty: u8, data: &[u8]) {
 fn float(out: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         write::f64(out, f64::NAN);
-    } else if v.fract() == 0.0 && v >= -9_223_372_036_854_775_808.0 && v < 9_223_372_036_854_775_808.0
+    } else if v.fract() == 0.0
+        && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&v)
     {
         write::int(out, v as i64);
-    } else if v.fract() == 0.0 && v >= 0.0 && v < 18_446_744_073_709_551_616.0 {
+    } else if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
         write::uint(out, v as u64);
     } else {
         write::f64(out, v);
@@ -302,9 +303,15 @@ mod tests {
         assert!(canonical(&[]).is_err());
         assert!(canonical(&[0x92, 0x01]).is_err());
         assert!(canonical(&[0xc1]).is_err());
-        assert!(matches!(canonical(&[0x01, 0x02]), Err(CanonError::Trailing(1))));
+        assert!(matches!(
+            canonical(&[0x01, 0x02]),
+            Err(CanonError::Trailing(1))
+        ));
         let deep = vec![0x91u8; MAX_DEPTH + 5];
-        assert!(matches!(canonical(&deep), Err(CanonError::TooDeep) | Err(CanonError::Decode(_))));
+        assert!(matches!(
+            canonical(&deep),
+            Err(CanonError::TooDeep) | Err(CanonError::Decode(_))
+        ));
     }
 
     #[test]
@@ -342,7 +349,7 @@ mod tests {
             write::int(&mut raw, v);
             write::str(&mut raw, &s);
             let once = canonical(&raw).unwrap();
-            proptest::prop_assert_eq!(canonical(&once).unwrap(), once.clone());
+            proptest::prop_assert_eq!(canonical(&once).unwrap(), once);
         }
     }
 }

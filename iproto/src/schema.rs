@@ -196,9 +196,8 @@ impl Catalog {
 /// Whether a key part (map layout) has a collation or a JSON path.
 fn collated(p: &Value) -> bool {
     p.as_map().is_some_and(|m| {
-        m.iter().any(|(k, v)| {
-            matches!(k.as_str(), Some("collation" | "path")) && !v.is_nil()
-        })
+        m.iter()
+            .any(|(k, v)| matches!(k.as_str(), Some("collation" | "path")) && !v.is_nil())
     })
 }
 
