@@ -76,6 +76,7 @@ pub mod tcf;
 pub mod users;
 pub mod value;
 pub mod vclock;
+pub mod verify;
 pub mod wait;
 pub mod worker;
 
