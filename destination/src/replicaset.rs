@@ -963,7 +963,7 @@ impl Session<'_> {
             WalkReason::WalGap,
             spaces,
             WalkRequest::DEFAULT_CHUNK_ROWS,
-            WalkRequest::DEFAULT_ROWS_PER_SECOND,
+            self.ctx.cfg.repair_rows_per_second,
         );
         let expected = self.pos.of(Engine::Memtx);
         if let Err(e) = self

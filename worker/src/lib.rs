@@ -24,6 +24,7 @@ mod startup;
 pub mod store;
 mod switch;
 mod unmarked;
+mod verify;
 
 use std::{
     sync::{Arc, Mutex},

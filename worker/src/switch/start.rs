@@ -46,6 +46,15 @@ pub(crate) enum StartError {
         /// Its status.
         status: Option<Status>,
     },
+    /// The cluster to become active holds an incomplete copy: a repair
+    /// after a WAL gap has not ended (`crate::health::Health::repair_problem`).
+    #[error("cluster {cluster} cannot become active: {why}")]
+    NotPromotable {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        why: String,
+    },
     /// The state or the record changed between the read and the write
     /// (another switch won, or leadership was lost).
     #[error("the state changed while starting the switch (another switch won)")]
@@ -157,6 +166,12 @@ pub(crate) async fn switchover(
     requested_by: String,
 ) -> Result<SwitchRecord, StartError> {
     let plan = Plan::read(w).await?;
+    if let Some(why) = crate::verify::promotion_blocked(w, &plan.to).await {
+        return Err(StartError::NotPromotable {
+            cluster: plan.to.clone(),
+            why,
+        });
+    }
     let rec = plan.record(w, SwitchKind::Switchover, requested_by, None);
     plan.write(w, &rec, None).await?;
     Ok(rec)
