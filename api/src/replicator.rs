@@ -142,6 +142,13 @@ pub struct GatewayReplicaset {
     pub rows_shipped: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The verification walk whose chunks this stream makes, if any
+    /// (`docs/verify.md`).
+    #[serde(default)]
+    pub walk: Option<String>,
+    /// Why the last verification chunk failed on the source (retried).
+    #[serde(default)]
+    pub walk_error: Option<String>,
 }
 
 impl Default for GatewayReplicaset {
@@ -163,6 +170,8 @@ impl Default for GatewayReplicaset {
             transactions_shipped: 0,
             rows_shipped: 0,
             last_error: None,
+            walk: None,
+            walk_error: None,
         }
     }
 }
@@ -192,6 +201,34 @@ pub struct DestinationReplicaset {
     pub rows_applied: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The last verification walk, in short (`GET /api/v1/verify` has the
+    /// report); `null` when none.
+    #[serde(default)]
+    pub walk: Option<WalkSummary>,
+}
+
+/// A replicaset's verification walk, in short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalkSummary {
+    /// The walk's id.
+    pub id: String,
+    /// Verify or repair.
+    pub mode: crate::verify::WalkMode,
+    /// Why it runs.
+    pub reason: crate::verify::WalkReason,
+    /// Running or done.
+    pub state: crate::verify::WalkState,
+    /// Mismatches found so far.
+    pub mismatches: u64,
+}
+
+impl WalkSummary {
+    /// Whether it blocks the target's promotion: a repair after a WAL gap
+    /// that has not ended.
+    pub fn blocks_promotion(&self) -> bool {
+        self.reason == crate::verify::WalkReason::WalGap
+            && self.state == crate::verify::WalkState::Running
+    }
 }
 
 impl Default for DestinationReplicaset {
@@ -208,6 +245,7 @@ impl Default for DestinationReplicaset {
             transactions_applied: 0,
             rows_applied: 0,
             last_error: None,
+            walk: None,
         }
     }
 }

@@ -56,6 +56,7 @@ impl Replication for Gateway {
             gateway: who,
             protocol_version: tcf_proto::PROTOCOL_VERSION,
             replicasets: vec!["rs1".into()],
+            features: Vec::new(),
         }))
     }
 }

@@ -260,4 +260,9 @@ tcf_v1_set_position = marked(function(m)
     return true
 end)
 
+-- Shared with tcf_verify_v1.lua (EVALed after this file): the same
+-- compare-and-set, mark and row application for verification chunks.
+rawset(_G, 'tcf_v1_lib', {check = check, mark = mark, marked = marked,
+                          apply_rows = apply_rows, PROGRESS = PROGRESS, as_map = as_map})
+
 return VERSION

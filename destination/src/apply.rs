@@ -30,7 +30,7 @@ pub(crate) enum MapError {
     CrossEngine(#[from] CrossEngine),
 }
 
-fn engine_of(name: &str) -> Engine {
+pub(crate) fn engine_of(name: &str) -> Engine {
     if name == "vinyl" {
         Engine::Vinyl
     } else {

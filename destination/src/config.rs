@@ -52,6 +52,8 @@ struct Raw {
     initial_position: InitialPosition,
     #[serde(default)]
     truncate_on_load: bool,
+    #[serde(default = "default_repair_rows_per_second")]
+    repair_rows_per_second: u64,
     http_server: RawHttp,
     auth: Option<AuthConfig>,
     #[serde(default)]
@@ -152,6 +154,9 @@ pub struct Config {
     pub initial_position: InitialPosition,
     /// Truncate non-empty target spaces before an initial load.
     pub truncate_on_load: bool,
+    /// Pace of the repair walk after a WAL gap (`on_wal_gap: repair` on the
+    /// gateway), rows per second read on the source master.
+    pub repair_rows_per_second: u64,
     /// HTTP listen address.
     pub http_listen: SocketAddr,
     /// Bearer tokens of the control API.
@@ -234,6 +239,12 @@ impl Config {
                 "max_rows and max_bytes must be positive",
             ));
         }
+        if raw.repair_rows_per_second == 0 {
+            return Err(ConfigError::invalid(
+                key("repair_rows_per_second"),
+                "must be positive",
+            ));
+        }
         Ok(Self {
             alias: raw.alias,
             cluster: raw.cluster,
@@ -244,6 +255,7 @@ impl Config {
             replicasets,
             initial_position: raw.initial_position,
             truncate_on_load: raw.truncate_on_load,
+            repair_rows_per_second: raw.repair_rows_per_second,
             http_listen,
             tokens,
             metrics_labels: raw.metrics_labels,
@@ -266,6 +278,10 @@ impl Config {
             .connect_timeout(self.connect_timeout)
             .request_timeout(self.request_timeout)
     }
+}
+
+fn default_repair_rows_per_second() -> u64 {
+    tcf_api::verify::WalkRequest::DEFAULT_ROWS_PER_SECOND
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `after_commit` | the target committed a batch, the gateway was not acked |
 //! | `after_ack` | the gateway was acked |
 //! | `after_load_begin` | an initial load marked the target `loading` |
+//! | `after_chunk` | a verification chunk was recorded, the gateway was not acked |
 
 use std::{
     collections::HashMap,

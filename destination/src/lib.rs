@@ -23,6 +23,7 @@ mod metrics;
 mod replicaset;
 pub mod status;
 mod target;
+mod verify;
 
 use std::{
     collections::HashMap,
@@ -70,6 +71,8 @@ impl Destination {
             cfg: Arc::clone(&cfg),
             pool,
             writer: uuid::Uuid::new_v4().to_string(),
+            reports: verify::Reports::default(),
+            mailboxes: verify::Mailboxes::new(cfg.replicasets.keys()),
         });
         let status = Registry::new(cfg.replicasets.keys().map(String::as_str));
         Self {

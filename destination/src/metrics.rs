@@ -36,3 +36,13 @@ pub(crate) const LAG_SECONDS: &str = "tcf_destination_lag_seconds";
 pub(crate) const LAG_LSN: &str = "tcf_destination_lag_lsn";
 /// Vclock signature of the applied position.
 pub(crate) const POSITION_SIGNATURE: &str = "tcf_destination_position_signature";
+/// Verification chunks handled (recorded with the position).
+pub(crate) const WALK_CHUNKS: &str = "tcf_destination_walk_chunks_total";
+/// Keys compared by verification chunks.
+pub(crate) const WALK_ROWS_COMPARED: &str = "tcf_destination_walk_rows_compared_total";
+/// Mismatching keys found (missing, extra or different).
+pub(crate) const WALK_MISMATCHES: &str = "tcf_destination_walk_mismatches_total";
+/// Rows replaced, inserted or deleted by repair walks.
+pub(crate) const WALK_REPAIRED: &str = "tcf_destination_walk_repaired_total";
+/// WAL gaps after which the position moved on and a repair walk started.
+pub(crate) const WALK_GAPS: &str = "tcf_destination_walk_gaps_total";

@@ -9,21 +9,28 @@
 
 use std::{sync::Arc, time::Duration};
 
+use rmpv::Value;
+use tcf_api::verify::{REPORT_KEYS_CAP, WalkMode, WalkReason, WalkRequest, WalkState};
 use tcf_iproto::Vclock;
-use tcf_proto::{PROTOCOL_VERSION, v1};
+use tcf_proto::{FEATURE_VERIFY, PROTOCOL_VERSION, v1};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    apply::{MapError, Pending, map_rows, map_snapshot},
+    apply::{MapError, Pending, engine_of, map_rows, map_snapshot},
     config::{Config, InitialPosition},
     failpoint,
     gateways::Pool,
     metrics as m,
     status::{State, StatusCell},
     target::{Engine, Meta, Position, ProgressRow, Target, TargetError, find_master},
+    verify::{
+        self, Mailboxes, Order, Reports,
+        compare::{Outcome, compare, key_id},
+        walk::{Advance, Walk, to_hex},
+    },
 };
 
 /// What every replicaset loop shares.
@@ -32,6 +39,10 @@ pub(crate) struct Ctx {
     pub(crate) pool: Pool,
     /// This process's id in the progress rows (two writers are detected).
     pub(crate) writer: String,
+    /// Each replicaset's last verification walk (`GET /api/v1/verify`).
+    pub(crate) reports: Reports,
+    /// Requests to start a walk, per replicaset.
+    pub(crate) mailboxes: Mailboxes,
 }
 
 /// How a session ended.
@@ -70,10 +81,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>, rs: String, st: StatusCell, cancel: Cance
     // Exported at 0 from the start, so that `rate()` and alerts see the
     // first retry.
     metrics::counter!(m::ERRORS, m::REPLICASET => rs.clone(), m::KIND => "retry").increment(0);
+    let Some(mailbox) = ctx.mailboxes.receiver(&rs) else {
+        return;
+    };
+    let mut orders = tokio::select! {
+        g = mailbox.lock() => g,
+        () = cancel.cancelled() => return,
+    };
     loop {
         let started = std::time::Instant::now();
         let end = tokio::select! {
-            e = session(&ctx, &rs, &st) => e,
+            e = session(&ctx, &rs, &st, &mut orders) => e,
             () = cancel.cancelled() => break,
         };
         // A session that ran a while was healthy: retry fast again.
@@ -106,9 +124,9 @@ fn set_state(st: &StatusCell, rs: &str, state: State, error: Option<String>) {
     tcf_common::status::set_state(st, m::STATE, rs, state, error);
 }
 
-async fn session(ctx: &Ctx, rs: &str, st: &StatusCell) -> End {
+async fn session(ctx: &Ctx, rs: &str, st: &StatusCell, orders: &mut mpsc::Receiver<Order>) -> End {
     match Session::open(ctx, rs, st).await {
-        Ok((mut s, rx)) => s.run(rx).await,
+        Ok((mut s, rx)) => s.run(rx, orders).await,
         Err(e) => e,
     }
 }
@@ -127,6 +145,12 @@ struct Session<'a> {
     start_current: bool,
     loading: bool,
     gateway: String,
+    /// The gateway handles verification (Describe lists "verify").
+    gw_verify: bool,
+    /// The replicated spaces, from `Started`.
+    spaces: Option<Vec<String>>,
+    /// The replicaset's walk, as stored on the target.
+    walk: Option<Walk>,
 }
 
 type Inbound = mpsc::Receiver<Result<v1::GatewayMessage, tonic::Status>>;
@@ -164,6 +188,21 @@ impl<'a> Session<'a> {
             ));
         }
         let pos = target.position(&source_cluster, rs).await?;
+        let gw_verify = gw.describe.features.iter().any(|f| f == FEATURE_VERIFY);
+        let walk = match verify::from_rows(
+            &target.verify_load(&source_cluster, rs).await?,
+            &source_cluster,
+        ) {
+            Some((walk, report)) => {
+                st.lock().walk = Some(verify::summary(&report));
+                ctx.reports.set(rs, Some(report));
+                Some(walk)
+            }
+            None => {
+                ctx.reports.set(rs, None);
+                None
+            }
+        };
         let others = pos.other_writers(&ctx.writer);
         let start = if pos.loading() {
             info!(replicaset = %rs, "an initial load was interrupted: starting it over");
@@ -190,6 +229,7 @@ impl<'a> Session<'a> {
             source_uuid: source_uuid.clone(),
             start: Some(start),
             protocol_version: PROTOCOL_VERSION,
+            features: vec![FEATURE_VERIFY.to_owned()],
         };
         let (acks, out_rx) = mpsc::channel(64);
         let first = v1::DestinationMessage {
@@ -248,15 +288,25 @@ impl<'a> Session<'a> {
                 start_current,
                 loading: false,
                 gateway: address,
+                gw_verify,
+                spaces: None,
+                walk,
             },
             rx,
         ))
     }
 
-    async fn run(&mut self, mut rx: Inbound) -> End {
+    async fn run(&mut self, mut rx: Inbound, orders: &mut mpsc::Receiver<Order>) -> End {
         loop {
             let next = if self.pending.is_empty() {
-                rx.recv().await
+                tokio::select! {
+                    m = rx.recv() => m,
+                    Some(o) = orders.recv() => {
+                        let r = self.start_walk(&o).await;
+                        let _ = o.reply.send(r);
+                        continue;
+                    }
+                }
             } else {
                 match rx.try_recv() {
                     Ok(m) => Some(m),
@@ -303,6 +353,8 @@ impl<'a> Session<'a> {
             Some(Kind::SnapshotRows(r)) => self.snapshot_rows(r).await,
             Some(Kind::SnapshotEnd(e)) => self.snapshot_end(e).await,
             Some(Kind::Error(e)) => Err(gateway_error(e)),
+            Some(Kind::Chunk(c)) => self.chunk(c).await,
+            Some(Kind::GapRestart(g)) => self.gap(g).await,
             None => Ok(()),
         }
     }
@@ -320,6 +372,8 @@ impl<'a> Session<'a> {
         self.source_uuid = s.source_uuid.clone();
         self.st.lock().source_uuid = Some(s.source_uuid.clone());
         self.check_spaces(&s.spaces).await?;
+        self.spaces = Some(s.spaces.iter().map(|x| x.name.clone()).collect());
+        self.send_step().await;
         if self.start_current {
             // Resolved once by the gateway: persisted at once.
             let after = Vclock::from(s.after.unwrap_or_default());
@@ -725,6 +779,240 @@ impl<'a> Session<'a> {
         info!(replicaset = %self.rs, rows = e.rows, position = %v, "initial load committed");
         self.ack(&v).await;
         set_state(self.st, self.rs, State::Streaming, None);
+        Ok(())
+    }
+}
+
+impl Session<'_> {
+    /// Asks the gateway for the walk's next chunk, if any.
+    async fn send_step(&self) {
+        if !self.gw_verify {
+            return;
+        }
+        if let Some(step) = self.walk.as_ref().and_then(Walk::step) {
+            let msg = v1::DestinationMessage {
+                kind: Some(v1::destination_message::Kind::Walk(step)),
+            };
+            let _ = self.acks.send(msg).await;
+        }
+    }
+
+    fn publish_walk(&self) {
+        let report = self.ctx.reports.snapshot([&self.rs.to_owned()]);
+        self.st.lock().walk = report
+            .get(self.rs)
+            .and_then(Option::as_ref)
+            .map(verify::summary);
+    }
+
+    /// Starts the walk an operator asked for.
+    async fn start_walk(&mut self, o: &Order) -> Result<(), String> {
+        let Some(spaces) = &self.spaces else {
+            return Err(format!("replicaset {} is not streaming yet", self.rs));
+        };
+        if !self.gw_verify {
+            return Err(format!(
+                "gateway {} does not handle verification (no feature \"{FEATURE_VERIFY}\")",
+                self.gateway
+            ));
+        }
+        let names = if o.request.spaces.is_empty() {
+            spaces.clone()
+        } else {
+            if let Some(n) = o.request.spaces.iter().find(|n| !spaces.contains(n)) {
+                return Err(format!("space {n} is not replicated from {}", self.rs));
+            }
+            o.request.spaces.clone()
+        };
+        let walk = Walk::new(
+            o.id.clone(),
+            o.request.mode,
+            WalkReason::Requested,
+            names,
+            o.request
+                .chunk_rows
+                .unwrap_or(WalkRequest::DEFAULT_CHUNK_ROWS),
+            o.request
+                .rows_per_second
+                .unwrap_or(WalkRequest::DEFAULT_ROWS_PER_SECOND),
+        );
+        self.target
+            .verify_start(&self.source_cluster, self.rs, &walk.to_value())
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(replicaset = %self.rs, walk = %walk.id, mode = walk.mode.as_str(), spaces = ?walk.spaces, "verification walk started");
+        self.ctx.reports.set(
+            self.rs,
+            Some(verify::report_of(&walk, &self.source_cluster)),
+        );
+        self.walk = Some(walk);
+        self.publish_walk();
+        self.send_step().await;
+        Ok(())
+    }
+
+    /// A chunk of the walk, in stream order: compared with the target and
+    /// recorded (repaired) with the position, exactly once.
+    async fn chunk(&mut self, c: v1::Chunk) -> Result<(), End> {
+        self.flush().await?;
+        let vclock = Vclock::from(c.vclock.clone().unwrap_or_default());
+        if vclock.le(&self.pos.current()) {
+            return Ok(());
+        }
+        let Some(walk) = self
+            .walk
+            .clone()
+            .filter(|w| w.id == c.walk && w.seq == c.seq && w.state == WalkState::Running)
+        else {
+            tracing::debug!(replicaset = %self.rs, walk = %c.walk, seq = c.seq, "a chunk of no current step: ignored");
+            return Ok(());
+        };
+        let meta = self.target.catalog().by_name(&c.space).cloned();
+        let outcome = match &meta {
+            None => Outcome {
+                chunks: 1,
+                skipped: Some(format!("space {} does not exist on the target", c.space)),
+                advance: Some(Advance::Skipped),
+                ..Outcome::default()
+            },
+            Some(s) => {
+                let pk: Vec<u32> = s.primary_key.iter().map(|(f, _)| *f).collect();
+                compare(
+                    self.target.conn(),
+                    &walk,
+                    &c,
+                    s.id,
+                    &pk,
+                    engine_of(&s.engine),
+                )
+                .await
+                .map_err(|e| {
+                    End::Retry(format!(
+                        "verification chunk {} of walk {}: {e}",
+                        c.seq, c.walk
+                    ))
+                })?
+            }
+        };
+        let mut next = walk.clone();
+        let unverified = next.advance(outcome.advance.as_ref().unwrap_or(&Advance::Void));
+        let n = |k: &str, v: u64| (Value::from(k), Value::from(v));
+        let mut delta = vec![
+            n("chunks", outcome.chunks),
+            n("compared", outcome.compared),
+            n("missing", outcome.missing),
+            n("extra", outcome.extra),
+            n("different", outcome.different),
+            n("repaired", outcome.ops.len() as u64),
+            n("unverified", unverified),
+            n("voided", outcome.voided),
+        ];
+        if let Some(why) = &outcome.skipped {
+            delta.push((Value::from("skipped"), Value::from(why.as_str())));
+        }
+        let repaired = walk.mode == WalkMode::Repair;
+        let keys = Value::Array(
+            outcome
+                .keys
+                .iter()
+                .map(|(raw, kind)| {
+                    Value::Array(vec![
+                        Value::from(key_id(raw)),
+                        Value::Map(vec![
+                            (Value::from("key"), Value::from(to_hex(raw))),
+                            (Value::from("kind"), Value::from(verify::kind_name(*kind))),
+                            (Value::from("repaired"), Value::from(repaired)),
+                        ]),
+                    ])
+                })
+                .collect(),
+        );
+        let engine = outcome.engine;
+        let expected = self.pos.of(engine);
+        let result = self
+            .target
+            .verify_chunk(
+                &self.meta(engine, &expected, &vclock, false),
+                &next.to_value(),
+                &c.space,
+                &Value::Map(delta),
+                &keys,
+                REPORT_KEYS_CAP,
+                &outcome.ops,
+            )
+            .await;
+        if let Err(e) = result {
+            return Err(self.apply_failed(e, Some(engine)).await);
+        }
+        failpoint::hit("after_chunk");
+        let row = Some(self.row(&vclock, false));
+        match engine {
+            Engine::Memtx => self.pos.memtx = row,
+            Engine::Vinyl => self.pos.vinyl = row,
+        }
+        let rs = self.rs.to_owned();
+        metrics::counter!(m::WALK_CHUNKS, m::REPLICASET => rs.clone()).increment(1);
+        metrics::counter!(m::WALK_ROWS_COMPARED, m::REPLICASET => rs.clone())
+            .increment(outcome.compared);
+        metrics::counter!(m::WALK_MISMATCHES, m::REPLICASET => rs.clone())
+            .increment(outcome.missing + outcome.extra + outcome.different);
+        metrics::counter!(m::WALK_REPAIRED, m::REPLICASET => rs.clone())
+            .increment(outcome.ops.len() as u64);
+        if outcome.missing + outcome.extra + outcome.different > 0 {
+            warn!(replicaset = %rs, walk = %walk.id, space = %c.space, missing = outcome.missing, extra = outcome.extra, different = outcome.different, repaired = outcome.ops.len(), "verification found differences");
+        }
+        self.ctx.reports.update(self.rs, |r| {
+            verify::add(r, &next, &c.space, &outcome, unverified)
+        });
+        if next.state == WalkState::Done {
+            info!(replicaset = %rs, walk = %next.id, mode = next.mode.as_str(), "verification walk done");
+        }
+        self.walk = Some(next);
+        self.publish_walk();
+        self.ack(&vclock).await;
+        self.send_step().await;
+        Ok(())
+    }
+
+    /// The gateway continues after a WAL gap: the position jumps to the
+    /// source's current one together with the start of a repair walk of
+    /// every replicated space (one transaction); until that walk ends the
+    /// target is not promotable.
+    async fn gap(&mut self, g: v1::GapRestart) -> Result<(), End> {
+        self.flush().await?;
+        let after = Vclock::from(g.after.unwrap_or_default());
+        let lost_from = Vclock::from(g.lost_from.unwrap_or_default());
+        let spaces = self.spaces.clone().unwrap_or_default();
+        let walk = Walk::new(
+            uuid::Uuid::new_v4().to_string(),
+            WalkMode::Repair,
+            WalkReason::WalGap,
+            spaces,
+            WalkRequest::DEFAULT_CHUNK_ROWS,
+            self.ctx.cfg.repair_rows_per_second,
+        );
+        let expected = self.pos.of(Engine::Memtx);
+        if let Err(e) = self
+            .target
+            .verify_gap(
+                &self.meta(Engine::Memtx, &expected, &after, false),
+                &walk.to_value(),
+            )
+            .await
+        {
+            return Err(self.apply_failed(e, Some(Engine::Memtx)).await);
+        }
+        self.pos.memtx = Some(self.row(&after, false));
+        error!(replicaset = %self.rs, %lost_from, %after, walk = %walk.id, "WAL gap on the source ({}): the position moved to the source's current one and a repair walk started; this target is not promotable until it ends", g.message);
+        metrics::counter!(m::WALK_GAPS, m::REPLICASET => self.rs.to_owned()).increment(1);
+        self.ctx.reports.set(
+            self.rs,
+            Some(verify::report_of(&walk, &self.source_cluster)),
+        );
+        self.walk = Some(walk);
+        self.publish_walk();
+        self.ack(&after).await;
+        self.send_step().await;
         Ok(())
     }
 }

@@ -15,6 +15,8 @@ use crate::instance::{self, TargetInstance};
 const LUA: &str = include_str!("../lua/tcf_v1.lua");
 /// The version `tcf_v1_ensure` must report.
 const LUA_VERSION: u64 = 1;
+/// The verification functions (`docs/verify.md`), installed after [`LUA`].
+const VERIFY_LUA: &str = include_str!("../lua/tcf_verify_v1.lua");
 
 /// A failure talking to the target.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,9 @@ pub(crate) enum TargetError {
     /// The target's schema does not allow the apply.
     #[error("schema: {0}")]
     Schema(String),
+    /// A walk cannot start (a repair after a WAL gap runs).
+    #[error("{0}")]
+    Walk(String),
     /// Any other error of the target.
     #[error("target {uri}: {source}")]
     Iproto {
@@ -69,6 +74,7 @@ impl TargetError {
                 ("tcf_source: ", TargetError::Source),
                 ("tcf_nonempty: ", TargetError::NonEmpty),
                 ("tcf_schema: ", TargetError::Schema),
+                ("tcf_walk: ", TargetError::Walk),
             ] {
                 if let Some(rest) = s.message.strip_prefix(prefix) {
                     return make(rest.to_owned());
@@ -206,8 +212,9 @@ impl Position {
 }
 
 /// The storage engine of a batch (2.6 refuses a transaction using both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub(crate) enum Engine {
+    #[default]
     Memtx,
     Vinyl,
 }
@@ -284,6 +291,19 @@ impl Target {
         if version != Some(LUA_VERSION) {
             return Err(TargetError::Schema(format!(
                 "tcf functions report version {version:?}, expected {LUA_VERSION}"
+            )));
+        }
+        conn.eval(VERIFY_LUA, &[][..] as &[Value])
+            .await
+            .map_err(|e| TargetError::from_call(uri, e))?;
+        let v = conn
+            .call("tcf_verify_v1_ensure", &[][..] as &[Value])
+            .await
+            .map_err(|e| TargetError::from_call(uri, e))?;
+        let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
+        if version != Some(LUA_VERSION) {
+            return Err(TargetError::Schema(format!(
+                "tcf verification functions report version {version:?}, expected {LUA_VERSION}"
             )));
         }
         let catalog = Catalog::load(&conn)
@@ -391,17 +411,83 @@ impl Target {
         self.call_raw("tcf_v1_apply", |o| {
             write::array_len(o, 2);
             write_meta(o, m);
-            write::array_len(o, rows.len() as u32);
-            for r in rows {
-                write::array_len(o, 7);
-                write::int(o, i64::from(r.op));
-                write::uint(o, u64::from(r.space_id));
-                write::uint(o, u64::from(r.index_id));
-                write::uint(o, u64::from(r.index_base));
-                write::bin(o, &r.key);
-                write::bin(o, &r.tuple);
-                write::bin(o, &r.ops);
-            }
+            write_rows(o, rows);
+        })
+        .await
+    }
+
+    /// The connection to the target's master (verification reads).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Every verification row of `(cluster, replicaset)`.
+    pub(crate) async fn verify_load(
+        &self,
+        cluster: &str,
+        replicaset: &str,
+    ) -> Result<Vec<Value>, TargetError> {
+        let args = [Value::from(cluster), Value::from(replicaset)];
+        let v = self
+            .conn
+            .call("tcf_verify_v1_load", &args[..])
+            .await
+            .map_err(|e| TargetError::from_call(&self.uri, e))?;
+        Ok(v.as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Starts a walk of `(cluster, replicaset)` (forgets the previous one).
+    pub(crate) async fn verify_start(
+        &self,
+        cluster: &str,
+        replicaset: &str,
+        walk: &Value,
+    ) -> Result<(), TargetError> {
+        let args = [Value::from(cluster), Value::from(replicaset), walk.clone()];
+        self.conn
+            .call("tcf_verify_v1_start", &args[..])
+            .await
+            .map(drop)
+            .map_err(|e| TargetError::from_call(&self.uri, e))
+    }
+
+    /// Moves the position to `m.new` after a WAL gap and starts the repair
+    /// walk `walk`, in one transaction.
+    pub(crate) async fn verify_gap(&self, m: &Meta<'_>, walk: &Value) -> Result<(), TargetError> {
+        self.call_raw("tcf_verify_v1_gap", |o| {
+            write::array_len(o, 2);
+            write_meta(o, m);
+            write::value(o, walk);
+        })
+        .await
+    }
+
+    /// Records a chunk (position, the walk's next step, counters, keys,
+    /// repairs) in one transaction of `m.engine`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn verify_chunk(
+        &self,
+        m: &Meta<'_>,
+        walk: &Value,
+        space: &str,
+        delta: &Value,
+        keys: &Value,
+        cap: u32,
+        rows: &[ApplyRow],
+    ) -> Result<(), TargetError> {
+        self.call_raw("tcf_verify_v1_chunk", |o| {
+            write::array_len(o, 7);
+            write_meta(o, m);
+            write::value(o, walk);
+            write::str(o, space);
+            write::value(o, delta);
+            write::value(o, keys);
+            write::uint(o, u64::from(cap));
+            write_rows(o, rows);
         })
         .await
     }
@@ -441,6 +527,20 @@ impl Target {
             write_meta(o, m);
         })
         .await
+    }
+}
+
+fn write_rows(o: &mut Vec<u8>, rows: &[ApplyRow]) {
+    write::array_len(o, rows.len() as u32);
+    for r in rows {
+        write::array_len(o, 7);
+        write::int(o, i64::from(r.op));
+        write::uint(o, u64::from(r.space_id));
+        write::uint(o, u64::from(r.index_id));
+        write::uint(o, u64::from(r.index_base));
+        write::bin(o, &r.key);
+        write::bin(o, &r.tuple);
+        write::bin(o, &r.ops);
     }
 }
 

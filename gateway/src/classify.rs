@@ -4,7 +4,9 @@
 use tcf_iproto::{DmlKind, Row, RowKind, Synchro};
 use tcf_proto::v1;
 
-use tcf_iproto::schema::{Catalog, INDEX_SPACE, SPACE_SPACE, decode};
+use tcf_iproto::schema::{Catalog, INDEX_SPACE, SPACE_SPACE, WATERMARK_SPACE, decode};
+
+use crate::walk::Watermark;
 
 /// `_truncate`: a truncate is an UPSERT of `[space_id, count]` into it.
 const TRUNCATE_SPACE: u32 = 330;
@@ -44,6 +46,8 @@ pub(crate) enum RowOutcome {
     /// A write to a global progress space: the whole transaction was applied
     /// by a tcf destination and must not travel back (loop breaker).
     Mark,
+    /// A verification watermark (`_tcf_watermark`); never shipped as data.
+    Watermark(Watermark),
     /// Not shipped.
     Skip(SkipKind),
     /// Synchronous transactions of `replica_id` up to `lsn` are confirmed.
@@ -89,6 +93,12 @@ pub(crate) fn classify(row: &Row, catalog: &mut Catalog) -> Result<RowOutcome, C
         let meta = catalog
             .get(f.space_id)
             .ok_or(ClassifyError::UnknownSpace(f.space_id))?;
+        if meta.name == WATERMARK_SPACE {
+            return Ok(match f.tuple.as_deref().and_then(Watermark::parse) {
+                Some(w) => RowOutcome::Watermark(w),
+                None => RowOutcome::Skip(SkipKind::Local),
+            });
+        }
         if meta.is_progress_mark() {
             return Ok(RowOutcome::Mark);
         }

@@ -31,6 +31,10 @@ pub enum OnWalGap {
     Stop,
     /// Re-sync by an initial load that truncates the target's spaces first.
     Resync,
+    /// Continue from the source's current position and let the destination
+    /// run a repair walk (`docs/verify.md`): nothing is truncated, and the
+    /// target is not promotable until the walk ends.
+    Repair,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,9 +15,10 @@ use std::{io, path::PathBuf};
 use tcf_iproto::{Boundary, Row, Synchro, TxError, TxTracker, Vclock};
 
 use crate::{
-    classify::RowOutcome,
+    classify::{RowOutcome, SkipKind},
     syncgate::{SyncGate, Wait},
     txbuf::{Finished, OpenTx, ReadyTx},
+    walk::{Chunks, Tracker},
 };
 
 /// What one row did.
@@ -42,6 +43,8 @@ pub(crate) struct Flow {
     flags_known: bool,
     max_tx_memory: usize,
     spool_dir: PathBuf,
+    /// Verification chunks of this stream's walker, if it has one.
+    chunks: Option<Tracker>,
 }
 
 impl Flow {
@@ -60,7 +63,15 @@ impl Flow {
             flags_known,
             max_tx_memory,
             spool_dir,
+            chunks: None,
         }
+    }
+
+    /// Watches the watermarks of `chunks` (the stream's walker) and puts
+    /// their chunks into the stream at the high watermarks.
+    pub(crate) fn with_chunks(mut self, chunks: Option<Chunks>) -> Self {
+        self.chunks = chunks.map(Tracker::new);
+        self
     }
 
     /// Whether a transaction is partly received.
@@ -87,9 +98,26 @@ impl Flow {
         tx.timestamp(row.header.timestamp);
         match outcome {
             RowOutcome::Data { row, sync } => {
+                if let Some(t) = self.chunks.as_mut() {
+                    t.data(&row, b.replica_id);
+                }
                 tx.push(row, sync, self.max_tx_memory, &self.spool_dir)?;
             }
             RowOutcome::Mark => tx.mark(),
+            RowOutcome::Watermark(w) => {
+                if let Some(chunk) = self
+                    .chunks
+                    .as_mut()
+                    .and_then(|t| t.watermark(w, row.header.replica_id))
+                {
+                    tx.chunk(chunk);
+                }
+            }
+            RowOutcome::Skip(SkipKind::Ddl) => {
+                if let Some(t) = self.chunks.as_mut() {
+                    t.schema_change();
+                }
+            }
             RowOutcome::Skip(_) => {}
             s @ (RowOutcome::Confirm(_) | RowOutcome::Rollback(_) | RowOutcome::Promote(_)) => {
                 self.synchro.push(s);

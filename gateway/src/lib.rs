@@ -31,6 +31,7 @@ pub mod status;
 mod syncgate;
 mod txbuf;
 mod upstream;
+mod walk;
 
 use std::sync::Arc;
 

@@ -52,3 +52,11 @@ pub(crate) const QUEUE_BYTES: &str = "tcf_gateway_queue_bytes";
 pub(crate) const SYNC_HELD: &str = "tcf_gateway_sync_held_transactions";
 /// Bytes of the transactions held until a synchronous CONFIRM.
 pub(crate) const SYNC_HELD_BYTES: &str = "tcf_gateway_sync_held_bytes";
+/// Verification chunks made by the walker (watermarks written, rows selected).
+pub(crate) const WALK_CHUNKS: &str = "tcf_gateway_walk_chunks_total";
+/// Rows selected on the source master by verification chunks.
+pub(crate) const WALK_ROWS: &str = "tcf_gateway_walk_rows_total";
+/// Verification chunks that failed on the source master (retried).
+pub(crate) const WALK_ERRORS: &str = "tcf_gateway_walk_errors_total";
+/// Verification chunks put into the stream, by `kind` (`chunk`, `void`).
+pub(crate) const WALK_MARKERS: &str = "tcf_gateway_walk_markers_total";

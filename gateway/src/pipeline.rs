@@ -124,6 +124,22 @@ pub(crate) async fn send_loop(
                 truncate,
                 source_uuid,
             } => send_snapshot(&out, spool, truncate, source_uuid, chunk_bytes, &status).await,
+            Item::Tx(first) if first.chunk.is_some() => {
+                send_chunk(&out, first, &lag, &status, &replicaset).await
+            }
+            Item::GapRestart {
+                after,
+                lost_from,
+                message,
+            } => {
+                status.lock().shipped_vclock = after.clone();
+                let g = v1::GapRestart {
+                    after: Some((&after).into()),
+                    lost_from: Some((&lost_from).into()),
+                    message,
+                };
+                send(&out, Kind::GapRestart(g)).await
+            }
             Item::Tx(first) => {
                 let mut batch = Vec::new();
                 let mut size = 0;
@@ -193,7 +209,7 @@ pub(crate) async fn send_loop(
                     }
                     if size < chunk_bytes {
                         match rx.try_recv() {
-                            Some(Item::Tx(t)) => tx = Some(t),
+                            Some(Item::Tx(t)) if t.chunk.is_none() => tx = Some(t),
                             other => next = other,
                         }
                     }
@@ -231,6 +247,26 @@ pub(crate) async fn send_loop(
         }
     }
     cancel.cancel();
+}
+
+/// Sends a verification chunk at its high watermark's position.
+async fn send_chunk(
+    out: &Outbound,
+    tx: crate::txbuf::ReadyTx,
+    lag: &SharedLag,
+    status: &StatusCell,
+    replicaset: &str,
+) -> Result<(), ()> {
+    let Some(mut chunk) = tx.chunk else {
+        return Ok(());
+    };
+    chunk.vclock = Some((&tx.vclock).into());
+    let kind = if chunk.void { "void" } else { "chunk" };
+    metrics::counter!(m::WALK_MARKERS, m::REPLICASET => replicaset.to_owned(), m::KIND => kind)
+        .increment(1);
+    lock(lag).shipped(tx.vclock.clone(), tx.received_at);
+    status.lock().shipped_vclock = tx.vclock;
+    send(out, Kind::Chunk(*chunk)).await
 }
 
 async fn send(out: &Outbound, kind: Kind) -> Result<(), ()> {
@@ -300,6 +336,7 @@ async fn send_snapshot(
 pub(crate) async fn ack_loop(
     mut inbound: tonic::Streaming<v1::DestinationMessage>,
     committed: watch::Sender<Vclock>,
+    steps: Option<watch::Sender<Option<v1::WalkStep>>>,
     lag: SharedLag,
     status: StatusCell,
     replicaset: String,
@@ -320,6 +357,13 @@ pub(crate) async fn ack_loop(
                     .set(v.signature() as f64);
                 status.lock().acked_vclock = v.clone();
                 committed.send_replace(v);
+            }
+            Ok(Some(v1::DestinationMessage {
+                kind: Some(v1::destination_message::Kind::Walk(step)),
+            })) if steps.is_some() => {
+                if let Some(s) = &steps {
+                    s.send_replace(Some(step));
+                }
             }
             Ok(Some(other)) => {
                 warn!(replicaset = %replicaset, "unexpected message from the destination: {other:?}");

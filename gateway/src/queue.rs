@@ -29,6 +29,13 @@ pub(crate) enum Item {
     Heartbeat { processed: Vclock, source_time: f64 },
     /// The stream ends with this error.
     Error(v1::StreamError),
+    /// After a WAL gap (`on_wal_gap: repair`) the stream continues after
+    /// `after`; the destination starts a repair walk.
+    GapRestart {
+        after: Vclock,
+        lost_from: Vclock,
+        message: String,
+    },
 }
 
 impl Item {

@@ -14,7 +14,7 @@ use std::{
 
 use tcf_common::control::{Control, TermError};
 use tcf_iproto::Vclock;
-use tcf_proto::{PROTOCOL_VERSION, v1};
+use tcf_proto::{FEATURE_VERIFY, PROTOCOL_VERSION, v1};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,7 @@ use crate::{
     queue::queue,
     status::{self, Registry, State},
     upstream::{Expect, Reader, Source, Start},
+    walk::{Chunks, walker::Walker},
 };
 
 /// Shared state of the gateway: config, status, running streams, and the
@@ -184,9 +185,11 @@ impl v1::replication_server::Replication for Service {
                 open.target_cluster
             )));
         }
+        let verify = open.features.iter().any(|f| f == FEATURE_VERIFY);
         let expect = Expect {
             source_uuid: parse_uuid("source_uuid", &open.source_uuid)?,
             target_uuid: parse_uuid("target_uuid", &open.target_uuid)?,
+            verify,
         };
         let (start, acked) = match open.start {
             Some(v1::open::Start::After(v)) => {
@@ -236,7 +239,21 @@ impl v1::replication_server::Replication for Service {
             on_wal_gap: cfg.on_wal_gap,
             subscriber: crate::subscriber_uuid(&cfg.alias, &cfg.cluster, &open.replicaset),
         };
-        let reader = Reader::new(source, qtx, committed_rx, status.clone(), expect);
+        let chunks = verify.then(Chunks::default);
+        let (steps_tx, steps_rx) = watch::channel(None);
+        if let Some(chunks) = &chunks {
+            let walker = Walker {
+                alias: cfg.alias.clone(),
+                replicaset: open.replicaset.clone(),
+                instances: instances.clone(),
+                connect: cfg.connect_options(),
+                chunks: chunks.clone(),
+                steps: steps_rx,
+                status: status.clone(),
+            };
+            tokio::spawn(walker.run(cancel.clone()));
+        }
+        let reader = Reader::new(source, qtx, committed_rx, status.clone(), expect, chunks);
         let rs = open.replicaset.clone();
         let c = cancel.clone();
         tokio::spawn(async move {
@@ -257,6 +274,7 @@ impl v1::replication_server::Replication for Service {
         tokio::spawn(pipeline::ack_loop(
             inbound,
             committed_tx,
+            verify.then_some(steps_tx),
             Arc::clone(&lag),
             status.clone(),
             rs.clone(),
@@ -308,6 +326,7 @@ impl v1::replication_server::Replication for Service {
             gateway: cfg.alias.clone(),
             protocol_version: PROTOCOL_VERSION,
             replicasets: cfg.replicasets.keys().cloned().collect(),
+            features: vec![FEATURE_VERIFY.to_owned()],
         }))
     }
 }

@@ -256,6 +256,7 @@ mod tests {
             row_count: 1,
             mem_bytes: 10,
             received_at: Instant::now(),
+            chunk: None,
         }
     }
 

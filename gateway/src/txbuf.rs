@@ -51,6 +51,9 @@ pub(crate) struct ReadyTx {
     pub(crate) mem_bytes: usize,
     /// When the gateway received its first row (lag is measured from here).
     pub(crate) received_at: Instant,
+    /// A verification chunk to send at this transaction's position (a high
+    /// watermark's transaction; it has no rows).
+    pub(crate) chunk: Option<Box<v1::Chunk>>,
 }
 
 impl ReadyTx {
@@ -189,6 +192,7 @@ pub(crate) struct OpenTx {
     marked: bool,
     sync: bool,
     timestamp: f64,
+    chunk: Option<Box<v1::Chunk>>,
 }
 
 /// How a finished transaction leaves the reader.
@@ -214,7 +218,18 @@ impl OpenTx {
             marked: false,
             sync: false,
             timestamp: 0.0,
+            chunk: None,
         }
+    }
+
+    /// The transaction is a high watermark: `chunk` goes at its position.
+    pub(crate) fn chunk(&mut self, chunk: v1::Chunk) {
+        self.mem_bytes += chunk
+            .entries
+            .iter()
+            .map(|e| e.key.len() + e.tuple.len() + 32)
+            .sum::<usize>();
+        self.chunk = Some(Box::new(chunk));
     }
 
     /// Records the source commit time carried by a row.
@@ -276,7 +291,7 @@ impl OpenTx {
 
     /// Closes the transaction at `vclock` (the position after its last row).
     pub(crate) fn finish(self, vclock: Vclock, last_lsn: u64, wait: Wait) -> io::Result<Finished> {
-        if self.marked || self.row_count == 0 {
+        if self.marked || (self.row_count == 0 && self.chunk.is_none()) {
             return Ok(Finished::SkipOnly {
                 marked: self.marked,
             });
@@ -296,6 +311,7 @@ impl OpenTx {
             row_count: self.row_count,
             mem_bytes: self.mem_bytes,
             received_at: self.received_at,
+            chunk: self.chunk,
         }))
     }
 }

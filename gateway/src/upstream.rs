@@ -30,6 +30,7 @@ use crate::{
     spool,
     status::{self, State, StatusCell},
     syncgate::SyncGate,
+    walk::Chunks,
 };
 
 /// Where a stream starts.
@@ -66,6 +67,9 @@ pub(crate) struct Expect {
     pub(crate) source_uuid: Option<Uuid>,
     /// The target replicaset's UUID (must differ from the source's).
     pub(crate) target_uuid: Option<Uuid>,
+    /// The destination handles verification (`WalkStep`, `Chunk`,
+    /// `GapRestart`).
+    pub(crate) verify: bool,
 }
 
 /// An error that ends the stream.
@@ -117,6 +121,8 @@ pub(crate) struct Reader {
     started: bool,
     gate: SyncGate,
     catalog: Catalog,
+    /// The registry shared with this stream's verification walker.
+    chunks: Option<Chunks>,
 }
 
 impl Reader {
@@ -126,8 +132,10 @@ impl Reader {
         committed: watch::Receiver<Vclock>,
         status: StatusCell,
         expect: Expect,
+        chunks: Option<Chunks>,
     ) -> Self {
         Self {
+            chunks,
             src,
             out,
             committed,
@@ -246,6 +254,31 @@ impl Reader {
                         metrics::counter!(m::ERRORS, m::REPLICASET => self.src.replicaset.clone(), m::KIND => "wal_gap").increment(1);
                         return self.initial_load(true).await;
                     }
+                    OnWalGap::Repair if self.expect.verify => {
+                        error!(replicaset = %self.src.replicaset, %position, "WAL gap: {msg}; continuing from the source's current position, the destination repairs (on_wal_gap: repair)");
+                        metrics::counter!(m::ERRORS, m::REPLICASET => self.src.replicaset.clone(), m::KIND => "wal_gap").increment(1);
+                        let current = self.resolve_current().await?.without_local();
+                        let uri = self.load_catalog().await?;
+                        self.send_started(&uri, &current).await?;
+                        self.out
+                            .send(Item::GapRestart {
+                                after: current.clone(),
+                                lost_from: position.clone(),
+                                message: msg,
+                            })
+                            .await?;
+                        *position = current;
+                        backoff = Duration::from_millis(100);
+                    }
+                    OnWalGap::Repair => {
+                        return Err(Stop::Fatal(Fatal::new(
+                            ErrorKind::WalGap,
+                            format!(
+                                "replicaset {}: WAL gap: {msg}; no listed instance still has the rows after {position}, and the destination cannot repair (it does not list the feature \"verify\"; on_wal_gap: repair)",
+                                self.src.replicaset
+                            ),
+                        )));
+                    }
                 },
                 Stop::Retry(msg) | Stop::Ahead(msg) => {
                     warn!(replicaset = %self.src.replicaset, instance = %uri, %position, "source connection ended: {msg}; retrying");
@@ -319,6 +352,28 @@ impl Reader {
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Reads the source's schema from the first instance that answers;
+    /// returns that instance.
+    async fn load_catalog(&mut self) -> Result<String, Stop> {
+        let mut errors = Vec::new();
+        for uri in &self.src.instances {
+            match Connection::connect(uri, &self.src.connect).await {
+                Ok(c) => match Catalog::load(&c).await {
+                    Ok(cat) => {
+                        self.catalog = cat;
+                        return Ok(uri.clone());
+                    }
+                    Err(e) => errors.push(format!("{uri}: {e}")),
+                },
+                Err(e) => errors.push(format!("{uri}: {e}")),
+            }
+        }
+        Err(Stop::Retry(format!(
+            "no source instance gives its schema: {}",
+            errors.join("; ")
+        )))
     }
 
     /// FETCH_SNAPSHOT into a spool, queue it, then stream after its start.
@@ -485,7 +540,8 @@ impl Reader {
             sub.server().sends_synchro_flags(),
             self.src.max_tx_memory,
             self.src.spool_dir.clone(),
-        );
+        )
+        .with_chunks(self.chunks.clone());
         let rs = self.src.replicaset.clone();
         // Handles registered once: a per-row macro call would hash labels.
         let rows_read = metrics::counter!(m::ROWS_READ, m::REPLICASET => rs.clone());

@@ -18,6 +18,7 @@
 //! 2.11.5 and 3.3.0; see `docs/iproto.md` and `docs/compat.md` for the
 //! protocol facts this code follows.
 
+pub mod canon;
 mod conn;
 pub mod consts;
 mod error;

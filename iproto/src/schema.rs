@@ -18,6 +18,12 @@ pub const INDEX_SPACE: u32 = 288;
 /// (the names are federation-wide constants, see `docs/progress.md`).
 pub const TCF_SPACE_PREFIX: &str = "_tcf_";
 
+/// tcf's watermark space on a source (global, memtx): the low and high
+/// watermarks of online verification are written here by a gateway; a
+/// gateway reading the source recognises them by this name
+/// (`docs/verify.md`). Never shipped as data.
+pub const WATERMARK_SPACE: &str = "_tcf_watermark";
+
 /// One user space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpaceMeta {
@@ -35,6 +41,9 @@ pub struct SpaceMeta {
     pub is_sync: bool,
     /// `(0-based field, type)` of the primary key, when known.
     pub primary_key: Vec<(u32, String)>,
+    /// A primary key part has a collation or a JSON path: keys equal under
+    /// the index can differ in bytes, so verification cannot match them.
+    pub primary_key_collated: bool,
 }
 
 impl SpaceMeta {
@@ -129,10 +138,10 @@ impl Catalog {
             || opt("is_local").and_then(Value::as_bool) == Some(true);
         let temporary = opt("temporary").and_then(Value::as_bool) == Some(true);
         let is_sync = opt("is_sync").and_then(Value::as_bool) == Some(true);
-        let primary_key = self
+        let (primary_key, primary_key_collated) = self
             .spaces
             .get(&id)
-            .map(|s| s.primary_key.clone())
+            .map(|s| (s.primary_key.clone(), s.primary_key_collated))
             .unwrap_or_default();
         if let Some(old) = self.spaces.get(&id) {
             self.by_name.remove(&old.name);
@@ -148,6 +157,7 @@ impl Catalog {
                 temporary,
                 is_sync,
                 primary_key,
+                primary_key_collated,
             },
         );
         Ok(())
@@ -171,6 +181,7 @@ impl Catalog {
             .cloned()
             .unwrap_or_default();
         space.primary_key = parts.iter().filter_map(key_part).collect();
+        space.primary_key_collated = parts.iter().any(collated);
         Ok(())
     }
 
@@ -180,6 +191,14 @@ impl Catalog {
             self.by_name.remove(&old.name);
         }
     }
+}
+
+/// Whether a key part (map layout) has a collation or a JSON path.
+fn collated(p: &Value) -> bool {
+    p.as_map().is_some_and(|m| {
+        m.iter()
+            .any(|(k, v)| matches!(k.as_str(), Some("collation" | "path")) && !v.is_nil())
+    })
 }
 
 /// A key part in either 2.x layout: `[field, type]` or `{field=, type=, ...}`.

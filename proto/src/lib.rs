@@ -40,6 +40,13 @@ pub mod v1 {
 /// It changes only together with the protobuf package (`v1` → `v2`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The optional feature of online verification (`docs/verify.md`): listed in
+/// `Open.features` by a destination and in `DescribeResponse.features` by a
+/// gateway that handle `WalkStep`, `Chunk` and `GapRestart`. Within v1 a
+/// peer sends those only to a peer that lists the feature, so old peers
+/// never see them.
+pub const FEATURE_VERIFY: &str = "verify";
+
 impl From<&IprotoVclock> for v1::Vclock {
     /// Copies every non-zero component (absent components are 0 on both sides).
     fn from(v: &IprotoVclock) -> Self {

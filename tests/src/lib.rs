@@ -83,6 +83,7 @@ pub mod tools;
 pub mod users;
 pub mod value;
 pub mod vclock;
+pub mod verify;
 pub mod wait;
 pub mod worker;
 

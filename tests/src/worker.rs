@@ -294,6 +294,12 @@ pub struct PairedOptions {
     pub two_way: bool,
     /// Open-file limit of A's worker (`LimitNOFILE`); `None`: the test's.
     pub a_worker_open_files: Option<u64>,
+    /// Extra lines for the gateway reading A (e.g. `"  on_wal_gap: repair"`).
+    pub gw_a_extra: Vec<String>,
+    /// Extra lines for the destination writing B.
+    pub d_b_extra: Vec<String>,
+    /// `checkpoint_count` of A's instances (default 2).
+    pub a_checkpoint_count: Option<u32>,
 }
 
 /// The coordinator settings of [`PairedOptions::coordinator`].
@@ -312,7 +318,10 @@ impl Paired {
             gateway::{GatewayOptions, RunningGateway},
             proxy::DelayProxy,
         };
-        let a = cluster_options("a", "rs1").start_replicaset().await?;
+        let a = cluster_options("a", "rs1")
+            .checkpoint_count(o.a_checkpoint_count.unwrap_or(2))
+            .start_replicaset()
+            .await?;
         let b = cluster_options("b", "rs1").start_replicaset().await?;
         let rs2 = if o.two_replicasets {
             Some((
@@ -332,13 +341,18 @@ impl Paired {
         let a_sets = sets(&a, rs2.as_ref().map(|r| &r.0));
         let b_sets = sets(&b, rs2.as_ref().map(|r| &r.1));
         let etcd = crate::Etcd::start().await?;
-        let gw_a = RunningGateway::start(&a_sets, GatewayOptions::default()).await?;
+        let gw_a_opts = GatewayOptions {
+            extra: o.gw_a_extra.clone(),
+            ..GatewayOptions::default()
+        };
+        let gw_a = RunningGateway::start(&a_sets, gw_a_opts).await?;
         let gw_b_opts = GatewayOptions {
             cluster: "B".into(),
             ..GatewayOptions::default()
         };
         let gw_b = RunningGateway::start(&b_sets, gw_b_opts).await?;
-        let d_b = RunningDestination::start(&gw_a, "B", &b_sets, &[]).await?;
+        let d_b_extra: Vec<&str> = o.d_b_extra.iter().map(String::as_str).collect();
+        let d_b = RunningDestination::start(&gw_a, "B", &b_sets, &d_b_extra).await?;
         let reverse = ["  initial_position: current"];
         let d_a = RunningDestination::start(&gw_b, "A", &a_sets, &reverse).await?;
         for (rs, _) in &a_sets {

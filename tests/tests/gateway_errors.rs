@@ -220,6 +220,7 @@ async fn a_foreign_source_uuid_or_the_source_as_target_is_refused() {
         target_uuid,
         protocol_version: tcf_proto::PROTOCOL_VERSION,
         start: Some(Start::After((&from).into())),
+        features: Vec::new(),
     };
     let mut s = c
         .open_with(open(uuid::Uuid::new_v4().to_string(), String::new()))

@@ -45,7 +45,22 @@ if not box.info.ro then
         end
     end
 end
-return box.info.ro, rs.uuid, vc, prog
+local walks = {}
+if not box.info.ro then
+    for _, name in ipairs({'_tcf_verify_memtx', '_tcf_verify_vinyl'}) do
+        local s = box.space[name]
+        if s ~= nil then
+            for _, t in s:pairs({peer}, {iterator = 'EQ'}) do
+                local d = t[5]
+                if t[3] == '' and t[4] == '' and type(d) == 'table' then
+                    walks[#walks + 1] = {t[2], tostring(d.id), tostring(d.reason), tostring(d.state),
+                                         tonumber(d.seq) or 0}
+                end
+            end
+        end
+    end
+end
+return box.info.ro, rs.uuid, vc, prog, walks
 ";
 
 /// One replicaset of the probed cluster.
@@ -94,6 +109,11 @@ pub struct Health {
     /// a switchover to a cluster with any is refused.
     #[serde(default)]
     pub unmarked_writes: u64,
+    /// Repairs after a WAL gap that have not ended, by source replicaset
+    /// name: what they are (`docs/verify.md`). Such a cluster is not
+    /// promotable.
+    #[serde(default)]
+    pub repairs: BTreeMap<String, String>,
 }
 
 impl Health {
@@ -118,9 +138,29 @@ impl Health {
         (!bad.is_empty()).then(|| bad.join("; "))
     }
 
+    /// Why the cluster holds an incomplete copy of the peer, if it does: a
+    /// repair walk after a WAL gap has not ended (`docs/verify.md`). The
+    /// predicate every promotion (failover, switchover) checks.
+    pub fn repair_problem(&self) -> Option<String> {
+        (!self.repairs.is_empty()).then(|| {
+            let what: Vec<String> = self
+                .repairs
+                .iter()
+                .map(|(rs, w)| format!("{rs}: {w}"))
+                .collect();
+            format!(
+                "it is repairing after a WAL gap ({}); it is not promotable until the walk ends",
+                what.join("; ")
+            )
+        })
+    }
+
     /// Why the cluster cannot be promoted, if it cannot.
     pub fn promotion_problem(&self) -> Option<String> {
         if let Some(p) = self.serving_problem() {
+            return Some(p);
+        }
+        if let Some(p) = self.repair_problem() {
             return Some(p);
         }
         if let Some(e) = &self.incoming_error {
@@ -188,6 +228,8 @@ struct Answer {
     rs: String,
     vclock: Vclock,
     applied: Vec<(String, Vclock, String, String)>,
+    /// Walk rows: (source replicaset, walk id, reason, state, seq).
+    walks: Vec<(String, String, String, String, u64)>,
 }
 
 async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
@@ -199,15 +241,27 @@ async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
         .await
         .map_err(|e| e.to_string())?;
     let parts = out.as_array().map(Vec::as_slice).unwrap_or_default();
-    let [
-        Value::Boolean(ro),
-        Value::String(rs),
-        vc,
-        Value::Array(prog),
-    ] = parts
-    else {
-        return Err(format!("unexpected probe answer {out}"));
+    let (ro, rs, vc, prog, walks) = match parts {
+        [
+            Value::Boolean(ro),
+            Value::String(rs),
+            vc,
+            Value::Array(prog),
+            rest @ ..,
+        ] => (ro, rs, vc, prog, rest.first().and_then(Value::as_array)),
+        _ => return Err(format!("unexpected probe answer {out}")),
     };
+    let walks = walks
+        .map(|w| {
+            w.iter()
+                .filter_map(|x| {
+                    let a = x.as_array()?;
+                    let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_owned);
+                    Some((s(0)?, s(1)?, s(2)?, s(3)?, a.get(4)?.as_u64()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let applied = prog
         .iter()
         .filter_map(|p| match p.as_array().map(Vec::as_slice) {
@@ -232,6 +286,7 @@ async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
         rs: rs.as_str().unwrap_or_default().to_owned(),
         vclock: vclock_of(vc).unwrap_or_default(),
         applied,
+        walks,
     })
 }
 
@@ -269,6 +324,21 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
                     if !a.ro {
                         r.masters.push(uri.clone());
                         r.vclock = Some(a.vclock);
+                        let mut newest: BTreeMap<String, (u64, String, String, String)> =
+                            BTreeMap::new();
+                        for (rs, id, reason, state, seq) in a.walks {
+                            if newest.get(&rs).is_none_or(|(s, ..)| seq >= *s) {
+                                newest.insert(rs, (seq, id, reason, state));
+                            }
+                        }
+                        for (rs, (seq, id, reason, state)) in newest {
+                            if reason == "wal_gap" && state == "running" {
+                                h.repairs.insert(
+                                    rs,
+                                    format!("repair walk {id} after a WAL gap, chunk {seq}"),
+                                );
+                            }
+                        }
                         for (rs, v, uuid, state) in a.applied {
                             let e = h.applied.entry(rs).or_default();
                             e.vclock.merge(&v);
@@ -502,6 +572,18 @@ mod tests {
         let mut h = healthy();
         h.incoming_error = Some("refused".into());
         assert!(h.promotion_problem().is_some());
+    }
+
+    #[test]
+    fn a_repair_after_a_wal_gap_blocks_promotion() {
+        let mut h = healthy();
+        h.repairs.insert(
+            "rs1".into(),
+            "repair walk w after a WAL gap, chunk 3".into(),
+        );
+        let p = h.promotion_problem().unwrap_or_default();
+        assert!(p.contains("repairing after a WAL gap"), "{p}");
+        assert_eq!(h.repair_problem().as_deref(), Some(p.as_str()));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! | `GET /tcf/api/v1/overview` | `info` | both clusters, the peer's info, every worker's LB answer (tcfctl, console) |
 //! | `GET /tcf/api/v1/lag` | `info` | the pairs' lag over the last minutes |
 //! | `GET /tcf/console` | none (the page asks for a token) | the web console |
+//! | `POST /tcf/api/v1/verify` | `toggle` (`admin` for a repair) | starts a verification walk of the passive cluster against the active one |
+//! | `GET /tcf/api/v1/verify` | `info` | the walk's report |
 //! | `GET /metrics` | none | Prometheus text |
 //!
 //! `is_active` is open to load balancers: it answers 200 only while the
@@ -21,9 +23,10 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{DefaultBodyLimit, Request, State},
     http::{HeaderMap, StatusCode},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -33,9 +36,10 @@ use tcf_api::{
         ErrorBody, FailoverAnswer, FailoverResult, Prechecks, SwitchoverAnswer, SwitchoverRequest,
         SwitchoverResult,
     },
+    verify::{WalkMode, WalkRequest},
     worker::{CoordinatorInfo, FenceState, Info, UnmarkedCommits, UnmarkedReading},
 };
-use tcf_common::auth::{Role, check};
+use tcf_common::auth::{Role, RoleGuard, check, require_role};
 
 use crate::{
     Status, Worker,
@@ -50,7 +54,14 @@ struct Ctx {
 }
 
 pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
+    // The token is checked from the headers before the (capped) body is read.
+    let guard = RoleGuard::new(Arc::new(w.cfg.tokens.clone()), Role::Toggle);
+    let verify_start = Router::new()
+        .route("/tcf/api/v1/verify", post(verify_start))
+        .route_layer(middleware::from_fn_with_state(guard, require_role));
     Router::new()
+        .merge(verify_start)
+        .route("/tcf/api/v1/verify", get(verify_report))
         .route("/tcf/status", get(status))
         .route("/tcf/is_active", get(is_active))
         .route("/tcf/toggle", post(switchover))
@@ -400,6 +411,51 @@ async fn view(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         etcd_fresh: ctx.w.etcd_fresh(),
     })
     .into_response()
+}
+
+async fn verify_start(
+    State(ctx): State<Ctx>,
+    Extension(role): Extension<Role>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = match WalkRequest::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if request.mode == WalkMode::Repair && !role.allows(Role::Admin) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("role {role} cannot start a repair (needs admin)"),
+        );
+    }
+    let body = serde_json::to_string(&request).unwrap_or_default();
+    match crate::verify::start(&ctx.w, &body).await {
+        Ok((status, started)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            Json(started),
+        )
+            .into_response(),
+        Err(e) => error(verify_error_status(&e), e.to_string()),
+    }
+}
+
+async fn verify_report(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(e) = check(&ctx.w.cfg.tokens, &headers, Role::Info) {
+        return e.into_response();
+    }
+    match crate::verify::report(&ctx.w).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error(verify_error_status(&e), e.to_string()),
+    }
+}
+
+fn verify_error_status(e: &crate::verify::VerifyError) -> StatusCode {
+    use crate::verify::VerifyError as V;
+    match e {
+        V::State(_) => StatusCode::SERVICE_UNAVAILABLE,
+        V::NoReplication | V::NoPair { .. } => StatusCode::CONFLICT,
+        V::Unreachable { .. } | V::Answer { .. } => StatusCode::BAD_GATEWAY,
+    }
 }
 
 async fn metrics_text(State(ctx): State<Ctx>) -> Response {

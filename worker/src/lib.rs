@@ -25,6 +25,7 @@ mod startup;
 pub mod store;
 mod switch;
 mod unmarked;
+mod verify;
 
 use std::{
     sync::{Arc, Mutex},

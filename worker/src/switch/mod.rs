@@ -62,6 +62,10 @@ pub(crate) enum StepError {
     /// The reverse pair does not stream yet.
     #[error("waiting for the reverse pair to stream")]
     Reversing,
+    /// This cluster repairs after a WAL gap: it may not become active
+    /// before the walk ends.
+    #[error("{0}")]
+    Repairing(String),
 }
 
 /// Advances the switch record `rec` (read at `rev`) by one step if this
@@ -123,6 +127,9 @@ pub(crate) async fn step(
             let r = w.cfg.replication.as_ref().ok_or(StepError::NoReplication)?;
             let status: DestinationStatus =
                 replicators::status(&r.incoming.destination, r.token.expose()).await?;
+            if let Some(why) = crate::verify::repair_problem(&status) {
+                return Err(StepError::Repairing(why));
+            }
             let positions = status.applied_by_source();
             for (uuid, fenced_at) in &rec.fence_vclocks {
                 let applied = positions.get(uuid);
