@@ -31,7 +31,8 @@
 #      through HAProxy again: they land on B and flow B -> A;
 #   9. keeps writing a trickle through HAProxy (to B) every second, one
 #      status line a second, until Ctrl-C or DEMO_DURATION seconds; then
-#      checks that A equals B (row counts, sums and a CRC of every tuple),
+#      checks that A equals B (row counts, sums and a CRC of every tuple,
+#      then `tcfctl verify`: tcf's own online row-by-row comparison),
 #      stops everything by PID and prints where the logs are.
 #
 # Environment:
@@ -740,6 +741,19 @@ for r in "rs1 3301 3401" "rs2 3311 3411"; do
 done
 while read -r line; do say "$line"; done < <(show_status 10082; show_status 10182)
 show_tcfctl_status
+# The same proof from tcf itself, online: A (now passive) walked against B
+# chunk by chunk through the stream (docs/verify.md). Exit 3: the
+# destination does not stream yet; 1: A differs.
+say "\$ TCF_TOKEN_FILE=examples/secrets/toggle.token tcfctl verify"
+started=$SECONDS
+while :; do
+    rc=0
+    out=$(TCF_TOKEN_FILE=examples/secrets/toggle.token tcfctl verify --timeout 120s 2>"$RUN/verify.err") || rc=$?
+    [ "$rc" = 3 ] && ((SECONDS - started < 30)) && { sleep 1; continue; }
+    [ "$rc" = 0 ] || die "tcfctl verify exited $rc: $out $(cat "$RUN/verify.err")"
+    break
+done
+while IFS= read -r line; do say "  $line"; done <<<"$out"
 out=$(tcfctl history 2>&1) || die "tcfctl history failed: $out"
 say "\$ tcfctl history"
 while IFS= read -r line; do say "  $line"; done <<<"$out"

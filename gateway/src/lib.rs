@@ -89,6 +89,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tcf_common::metrics::spawn_upkeep(handle.clone());
     let config = Arc::new(config);
     let gw = Arc::new(Gateway::new(Arc::clone(&config)));
+    // Both ports are bound before either serves: an answering HTTP port
+    // means the gRPC port accepts too.
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| RunError::GrpcBind {
+            addr: config.grpc_listen,
+            source,
+        })?;
     let http_listener = tcf_common::http::bind(config.http_listen).await?;
     let router = http::router(Arc::clone(&gw), handle);
     let http = tokio::spawn(tcf_common::http::serve_listener(
@@ -102,12 +110,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         stop_signal.cancelled().await;
         let _ = gw_stop.set_running(false, None, false);
     });
-    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
-        .await
-        .map_err(|source| RunError::GrpcBind {
-            addr: config.grpc_listen,
-            source,
-        })?;
     info!(
         alias = %config.alias,
         cluster = %config.cluster,

@@ -149,6 +149,11 @@ impl Client {
         }
     }
 
+    /// The limit of each read request.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The worker URLs, in the order tried.
     pub(crate) fn urls(&self) -> &[String] {
         &self.urls

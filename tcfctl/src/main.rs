@@ -8,18 +8,23 @@ mod client;
 mod ops;
 mod render;
 mod status;
+mod verify;
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use tcf_api::operator::{Overview, SwitchoverRequest};
+use tcf_api::{
+    operator::{Overview, SwitchoverRequest},
+    verify::{WalkMode, WalkRequest},
+};
 
 use client::{Client, CtlError, exit};
 
 const EXIT_CODES: &str = "\
 Exit status:
   0  done (status/history: read; switchover --dry-run: every precheck passed)
-  1  failed: rolled back, a replicator or instance failed, an unexpected answer
+  1  failed: rolled back, a replicator or instance failed, an unexpected answer;
+     verify: the clusters differ
   2  usage: bad arguments, unreadable token or CA file, not confirmed
   3  refused: a precheck failed or the state does not allow it (nothing changed)
   4  unavailable: no worker answers, or the worker cannot reach etcd
@@ -105,10 +110,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    // Extension point: verify/repair (issue 14) add their subcommands here,
-    // each a request to the worker's route and its tcf_api answer type,
-    // printed like `switchover` (a table, or --json) with the exit statuses
-    // above.
+    /// Compare the passive cluster with the active one, row by row, while
+    /// replication runs (role toggle); with --repair also make it equal
+    /// (role admin). Waits for the walk and prints its report; exit 1 when
+    /// a verify found differences. --report prints the last walk's report.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +133,33 @@ struct SwitchoverArgs {
     /// raised (or cannot be read): you have dealt with those writes.
     #[arg(long)]
     accept_unmarked_writes: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Print the last walk's report; start nothing.
+    #[arg(long, conflicts_with_all = ["repair", "spaces", "chunk_rows", "rows_per_second", "no_wait"])]
+    report: bool,
+    /// Replace differing rows, insert missing ones and delete extra ones on
+    /// the passive cluster (role admin).
+    #[arg(long)]
+    repair: bool,
+    /// Walk only this source space (repeat, or separate with commas);
+    /// default every replicated space.
+    #[arg(long = "space", value_delimiter = ',')]
+    spaces: Vec<String>,
+    /// Rows per chunk, 1..=10000 (the worker's default: 1000).
+    #[arg(long)]
+    chunk_rows: Option<u32>,
+    /// Rows per second read on the source master (default 50000).
+    #[arg(long)]
+    rows_per_second: Option<u64>,
+    /// Start the walk and return at once (follow it with --report).
+    #[arg(long)]
+    no_wait: bool,
+    /// Stop waiting after this long (exit 5; the walk goes on).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    timeout: Duration,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -225,6 +258,21 @@ async fn run(cli: Cli) -> Result<i32, CtlError> {
         }
         Command::Failover { yes, timeout } => ops::failover(&c, yes, timeout, cli.json).await,
         Command::Resync { yes, timeout } => ops::resync(&c, yes, timeout, cli.json).await,
+        Command::Verify(v) if v.report => verify::report(&c, cli.json).await,
+        Command::Verify(v) => {
+            let req = WalkRequest {
+                mode: if v.repair {
+                    WalkMode::Repair
+                } else {
+                    WalkMode::Verify
+                },
+                spaces: v.spaces,
+                chunk_rows: v.chunk_rows,
+                rows_per_second: v.rows_per_second,
+            };
+            let wait = (!v.no_wait).then_some(v.timeout);
+            verify::start(&c, &req, wait, cli.json).await
+        }
     }
 }
 

@@ -77,11 +77,17 @@ async fn a_worker_waiting_for_a_hanging_etcd_answers_503_and_stops_on_sigterm() 
 async fn serial_a_switchover_in_flight_does_not_delay_exit_and_the_next_worker_finishes_it() {
     let p = Paired::start().await.expect("setup");
     p.wa.wait_is_active(200, SOON).await.expect("A active");
-    // B's incoming destination stopped: the switch waits in `drain`.
-    p.d_b
+    // The gateway reading A frozen, then a row written on A: B's destination
+    // still answers and reports no lag (it has not seen the row), so the
+    // prechecks pass, and the switch waits in `drain` for that row.
+    p.gw_a
         .process
         .kill(Signal::SIGSTOP)
-        .expect("freeze B's destination");
+        .expect("freeze the gateway reading A");
+    p.a.master()
+        .eval("box.space.test:replace{1, 'unshipped', 1}", &[])
+        .await
+        .expect("a row the gateway does not ship");
     let addr = p.wb.http_addr.clone();
     let request = tokio::spawn(async move {
         http::request_within("POST", &addr, "/tcf/switchover", Some(TOGGLE_TOKEN), SOON).await
@@ -109,7 +115,7 @@ async fn serial_a_switchover_in_flight_does_not_delay_exit_and_the_next_worker_f
         answered.is_err() || answered.as_ref().is_ok_and(|r| r.status != 200),
         "the interrupted request did not report success: {answered:?}"
     );
-    p.d_b.process.kill(Signal::SIGCONT).expect("thaw");
+    p.gw_a.process.kill(Signal::SIGCONT).expect("thaw");
     p.wb.process.spawn().expect("restart B's worker");
     // The record, not the interrupted request, carries the switch: the
     // restarted worker finishes it (or its deadline rolls it back).
