@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rmpv::Value;
+use tcf_api::operator::{CheckName, SwitchoverAnswer, SwitchoverRequest};
 use tcf_iproto::{ConnectOptions, Connection};
 use tcf_tests::{
     federation::wait_equal,
@@ -121,10 +122,38 @@ async fn serial_an_unmarked_write_on_the_passive_cluster_raises_the_alarm() {
     let info_a = s.wa.info().await.expect("A's info");
     assert_eq!(info_a["unmarked_commits"]["alarm"], false, "{info_a}");
 
+    // A switchover to B is refused while the alarm is raised (A lacks that
+    // write), naming the check; the operator who dealt with it switches
+    // with accept_unmarked_writes.
+    let (code, body) = wb.toggle(Some(TOGGLE_TOKEN)).await.expect("toggle");
+    assert_eq!(code, 409, "{body}");
+    let refused: SwitchoverAnswer = serde_json::from_value(body.clone()).expect("typed answer");
+    let failed: Vec<CheckName> = refused
+        .prechecks
+        .iter()
+        .flat_map(|p| &p.checks)
+        .filter(|c| !c.ok)
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(failed, [CheckName::UnmarkedWrites], "{body}");
+    let accept = serde_json::to_string(&SwitchoverRequest {
+        accept_unmarked_writes: true,
+        ..SwitchoverRequest::default()
+    })
+    .expect("request");
+    let r = tcf_common::http_client::request(
+        "POST",
+        &wb.http_addr,
+        "/tcf/switchover",
+        Some(TOGGLE_TOKEN),
+        Some(&accept),
+        SOON,
+    )
+    .await
+    .expect("switchover");
+    assert_eq!(r.status, 200, "{}", r.body);
     // The alarm stays until B becomes active; then it is lowered and the
     // triggers are removed.
-    let (code, body) = wb.toggle(Some(TOGGLE_TOKEN)).await.expect("toggle");
-    assert_eq!(code, 200, "{body}");
     wait_until("the alarm lowered on B", SOON, || async {
         let info = wb.info().await.ok()?;
         let u = &info["unmarked_commits"];
