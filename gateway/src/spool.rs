@@ -30,7 +30,10 @@ pub(crate) struct Spool {
     pub(crate) rows: u64,
     /// Names of the spaces loaded.
     pub(crate) spaces: BTreeSet<String>,
-    /// The snapshot's start vclock: the stream continues after it.
+    /// The snapshot's start vclock, without component 0 (the source
+    /// instance's local rows, never replicated: a position that held it
+    /// would never be advanced by the stream): the stream continues after
+    /// it.
     pub(crate) start: Vclock,
 }
 
@@ -72,7 +75,7 @@ pub(crate) async fn fetch(
     if let Some(meta) = snap.meta() {
         tracing::debug!(?meta, "snapshot meta section");
     }
-    let start = snap.start_vclock().clone();
+    let start = snap.start_vclock().without_local();
     let mut catalog = Catalog::default();
     let io = |source: io::Error| SpoolError::Io {
         dir: dir.display().to_string(),

@@ -430,7 +430,7 @@ impl Reader {
             .increment(spool.rows);
         info!(replicaset = %self.src.replicaset, rows = spool.rows, start = %spool.start, "initial load spooled");
         self.catalog = catalog;
-        let start = spool.start.without_local();
+        let start = spool.start.clone();
         self.send_started(uri, &start).await?;
         self.out
             .send(Item::Snapshot {
