@@ -132,6 +132,30 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// This answer when it is a 200; otherwise the error it means: the
+    /// common ones ([`Answer::common_error`]), a 409 as a refusal, anything
+    /// else as a failure naming the worker and the status.
+    pub(crate) fn accepted(self) -> Result<Self, CtlError> {
+        if let Some(e) = self.common_error() {
+            return Err(e);
+        }
+        match self.response.status {
+            200 => Ok(self),
+            409 => Err(CtlError::Refused(format!(
+                "{}: {}",
+                self.url,
+                self.error_text()
+            ))),
+            s => Err(CtlError::Failed(format!(
+                "{} answered {s}: {}",
+                self.url,
+                self.error_text()
+            ))),
+        }
+    }
+}
+
 impl Client {
     /// A client for `urls` (tried in order) sending `token`, trusting
     /// `roots` for `https://`, each request bounded by `timeout`.

@@ -231,35 +231,24 @@ pub(crate) async fn failover(
         yes,
     )?;
     let url = c.pick().await?;
-    let a = c.post(&url, "/tcf/failover", None, wait).await?;
-    if let Some(e) = a.common_error() {
-        return Err(e);
-    }
-    match a.response.status {
-        200 => {
-            let f: FailoverAnswer = a.parse()?;
-            if json {
-                print_json(&f)?;
-            } else {
-                let o = &f.failover;
-                println!(
-                    "failover done: {} -> {}, term {}, {} ms; {} is diverged (tcfctl resync reloads it)",
-                    o.from, o.to, o.term, o.duration_ms, o.from
-                );
-                for (rs, v) in &o.loss_point {
-                    println!("  loss point {rs} {v}");
-                }
-            }
-            Ok(exit::OK)
+    let f: FailoverAnswer = c
+        .post(&url, "/tcf/failover", None, wait)
+        .await?
+        .accepted()?
+        .parse()?;
+    if json {
+        print_json(&f)?;
+    } else {
+        let o = &f.failover;
+        println!(
+            "failover done: {} -> {}, term {}, {} ms; {} is diverged (tcfctl resync reloads it)",
+            o.from, o.to, o.term, o.duration_ms, o.from
+        );
+        for (rs, v) in &o.loss_point {
+            println!("  loss point {rs} {v}");
         }
-        409 => Err(CtlError::Refused(a.error_text())),
-        _ => Err(CtlError::Failed(format!(
-            "{} answered {}: {}",
-            a.url,
-            a.response.status,
-            a.error_text()
-        ))),
     }
+    Ok(exit::OK)
 }
 
 /// `resync`: on a worker of the diverged cluster (found among the URLs
@@ -312,41 +301,30 @@ pub(crate) async fn resync(
         &cluster,
         yes,
     )?;
-    let a = c.post(&url, "/tcf/resync", None, wait).await?;
-    if let Some(e) = a.common_error() {
-        return Err(e);
-    }
-    match a.response.status {
-        200 => {
-            let r: ResyncAnswer = a.parse()?;
-            if json {
-                print_json(&r)?;
-            } else {
-                println!(
-                    "resync: cluster {} is passive again at term {} and reloads from the active cluster",
-                    r.report.cluster, r.term
-                );
-                let mut t = Table::new(&["REPLICASET", "LOSS POINT", "HELD", "TAIL ROWS"]);
-                for (rs, tail) in &r.report.tail {
-                    t.row(vec![
-                        rs.clone(),
-                        tail.from.to_string(),
-                        tail.to.to_string(),
-                        tail.rows.to_string(),
-                    ]);
-                }
-                print!("{}", t.render());
-            }
-            Ok(exit::OK)
+    let r: ResyncAnswer = c
+        .post(&url, "/tcf/resync", None, wait)
+        .await?
+        .accepted()?
+        .parse()?;
+    if json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "resync: cluster {} is passive again at term {} and reloads from the active cluster",
+            r.report.cluster, r.term
+        );
+        let mut t = Table::new(&["REPLICASET", "LOSS POINT", "HELD", "TAIL ROWS"]);
+        for (rs, tail) in &r.report.tail {
+            t.row(vec![
+                rs.clone(),
+                tail.from.to_string(),
+                tail.to.to_string(),
+                tail.rows.to_string(),
+            ]);
         }
-        409 => Err(CtlError::Refused(a.error_text())),
-        _ => Err(CtlError::Failed(format!(
-            "{} answered {}: {}",
-            a.url,
-            a.response.status,
-            a.error_text()
-        ))),
+        print!("{}", t.render());
     }
+    Ok(exit::OK)
 }
 
 #[cfg(test)]

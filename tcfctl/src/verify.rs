@@ -126,18 +126,7 @@ async fn read(c: &Client, url: Option<&str>) -> Result<Report, CtlError> {
         Some(u) => c.get_from(u, "/tcf/api/v1/verify").await?,
         None => c.get("/tcf/api/v1/verify").await?,
     };
-    if let Some(e) = a.common_error() {
-        return Err(e);
-    }
-    match a.response.status {
-        200 => a.parse(),
-        409 => Err(CtlError::Refused(format!("{}: {}", a.url, a.error_text()))),
-        s => Err(CtlError::Failed(format!(
-            "{} answered {s}: {}",
-            a.url,
-            a.error_text()
-        ))),
-    }
+    a.accepted()?.parse()
 }
 
 /// Reads the report until `walk` is done everywhere; `None` when `wait`

@@ -14,7 +14,7 @@ use tcf_api::{
     verify::{Report, WalkStarted},
     worker::Status,
 };
-use tcf_common::http_client::{HttpClientError, request};
+use tcf_common::http_client::{HttpClientError, HttpResponse, request};
 
 use crate::{Worker, context::Unconfirmed};
 
@@ -82,25 +82,7 @@ fn destination(w: &Worker) -> Result<String, VerifyError> {
 /// Starts a walk (`body` is a checked `WalkRequest`); the destination's
 /// status code and answer.
 pub(crate) async fn start(w: &Worker, body: &str) -> Result<(u16, WalkStarted), VerifyError> {
-    let url = destination(w)?;
-    let token = w
-        .cfg
-        .replication
-        .as_ref()
-        .map(|r| r.token.expose().to_owned());
-    let r = request(
-        "POST",
-        &url,
-        "/api/v1/verify",
-        token.as_deref(),
-        Some(body),
-        FORWARD_TIMEOUT,
-    )
-    .await
-    .map_err(|source| VerifyError::Unreachable {
-        url: url.clone(),
-        source,
-    })?;
+    let (url, r) = forward(w, "POST", Some(body)).await?;
     match serde_json::from_str::<WalkStarted>(&r.body) {
         Ok(s) => Ok((r.status, s)),
         Err(_) => Err(VerifyError::Answer {
@@ -113,25 +95,7 @@ pub(crate) async fn start(w: &Worker, body: &str) -> Result<(u16, WalkStarted), 
 
 /// The destination's report.
 pub(crate) async fn report(w: &Worker) -> Result<Report, VerifyError> {
-    let url = destination(w)?;
-    let token = w
-        .cfg
-        .replication
-        .as_ref()
-        .map(|r| r.token.expose().to_owned());
-    let r = request(
-        "GET",
-        &url,
-        "/api/v1/verify",
-        token.as_deref(),
-        None,
-        FORWARD_TIMEOUT,
-    )
-    .await
-    .map_err(|source| VerifyError::Unreachable {
-        url: url.clone(),
-        source,
-    })?;
+    let (url, r) = forward(w, "GET", None).await?;
     match (r.status, serde_json::from_str::<Report>(&r.body)) {
         (200, Ok(report)) => Ok(report),
         _ => Err(VerifyError::Answer {
@@ -139,6 +103,21 @@ pub(crate) async fn report(w: &Worker) -> Result<Report, VerifyError> {
             status: r.status,
             body: r.body,
         }),
+    }
+}
+
+/// Sends `method /api/v1/verify` to the destination writing the passive
+/// cluster, with the replicators' token; its URL and answer.
+async fn forward(
+    w: &Worker,
+    method: &str,
+    body: Option<&str>,
+) -> Result<(String, HttpResponse), VerifyError> {
+    let url = destination(w)?;
+    let token = w.cfg.replication.as_ref().map(|r| r.token.expose());
+    match request(method, &url, "/api/v1/verify", token, body, FORWARD_TIMEOUT).await {
+        Ok(r) => Ok((url, r)),
+        Err(source) => Err(VerifyError::Unreachable { url, source }),
     }
 }
 
