@@ -17,50 +17,28 @@ use std::{
 
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
-use tcf_api::replicator::{DestinationStatus, ReplicasetState};
+use tcf_api::{
+    progress,
+    replicator::{DestinationStatus, ReplicasetState},
+};
 use tcf_common::http_client::request;
 use tcf_iproto::{Connection, Vclock};
 
 use crate::{Worker, fence::vclock_of, replicators};
 
-/// EVALed on every instance of this cluster: `(ro, replicaset uuid, vclock,
-/// progress rows from the peer)`. The replicaset is `box.info.replicaset`
-/// where it exists (3.0+, where `box.info.cluster` is the whole cluster),
-/// else `box.info.cluster` (up to 2.11); `box.info.ro` folds in the Raft
-/// state and the synchro queue's owner on 2.10+ (`docs/compat.md`).
+/// EVALed on every instance of this cluster: `(ro, replicaset uuid,
+/// vclock)`. The replicaset is `box.info.replicaset` where it exists (3.0+,
+/// where `box.info.cluster` is the whole cluster), else `box.info.cluster`
+/// (up to 2.11); `box.info.ro` folds in the Raft state and the synchro
+/// queue's owner on 2.10+ (`docs/compat.md`). On a writable instance the
+/// progress and walk rows from the peer are then read through tcf-api's
+/// [`progress::LUA`], the destination's own definition of them.
 const PROBE: &str = r"
-local peer = ...
 local rs = box.info.replicaset
 if type(rs) ~= 'table' or rs.uuid == nil then rs = box.info.cluster end
 local vc = setmetatable({}, {__serialize = 'map'})
 for id, lsn in pairs(box.info.vclock) do if id ~= 0 then vc[id] = lsn end end
-local prog = {}
-if not box.info.ro then
-    for _, name in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl', '_tcf_progress_local'}) do
-        local s = box.space[name]
-        if s ~= nil then
-            for _, t in s:pairs({peer}, {iterator = 'EQ'}) do
-                prog[#prog + 1] = {t[2], setmetatable(t[3], {__serialize = 'map'}), t[4], t[5]}
-            end
-        end
-    end
-end
-local walks = {}
-if not box.info.ro then
-    for _, name in ipairs({'_tcf_verify_memtx', '_tcf_verify_vinyl'}) do
-        local s = box.space[name]
-        if s ~= nil then
-            for _, t in s:pairs({peer}, {iterator = 'EQ'}) do
-                local d = t[5]
-                if t[3] == '' and t[4] == '' and type(d) == 'table' then
-                    walks[#walks + 1] = {t[2], tostring(d.id), tostring(d.reason), tostring(d.state),
-                                         tonumber(d.seq) or 0}
-                end
-            end
-        end
-    end
-end
-return box.info.ro, rs.uuid, vc, prog, walks
+return box.info.ro, rs.uuid, vc
 ";
 
 /// One replicaset of the probed cluster.
@@ -227,9 +205,10 @@ struct Answer {
     ro: bool,
     rs: String,
     vclock: Vclock,
-    applied: Vec<(String, Vclock, String, String)>,
-    /// Walk rows: (source replicaset, walk id, reason, state, seq).
-    walks: Vec<(String, String, String, String, u64)>,
+    /// The progress rows from the peer (a writable instance only).
+    applied: Vec<progress::Row>,
+    /// The walk rows from the peer (a writable instance only).
+    walks: Vec<progress::WalkHead>,
 }
 
 async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
@@ -237,57 +216,38 @@ async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
         .await
         .map_err(|e| e.to_string())?;
     let out = conn
-        .eval(PROBE, &[Value::from(w.cfg.peer.as_str())][..])
+        .eval(PROBE, &[][..] as &[Value])
         .await
         .map_err(|e| e.to_string())?;
-    let parts = out.as_array().map(Vec::as_slice).unwrap_or_default();
-    let (ro, rs, vc, prog, walks) = match parts {
-        [
-            Value::Boolean(ro),
-            Value::String(rs),
-            vc,
-            Value::Array(prog),
-            rest @ ..,
-        ] => (ro, rs, vc, prog, rest.first().and_then(Value::as_array)),
+    let (ro, rs, vc) = match out.as_array().map(Vec::as_slice).unwrap_or_default() {
+        [Value::Boolean(ro), Value::String(rs), vc] => (*ro, rs, vc),
         _ => return Err(format!("unexpected probe answer {out}")),
     };
-    let walks = walks
-        .map(|w| {
-            w.iter()
-                .filter_map(|x| {
-                    let a = x.as_array()?;
-                    let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_owned);
-                    Some((s(0)?, s(1)?, s(2)?, s(3)?, a.get(4)?.as_u64()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let applied = prog
-        .iter()
-        .filter_map(|p| match p.as_array().map(Vec::as_slice) {
-            Some(
-                [
-                    Value::String(rs),
-                    v,
-                    Value::String(uuid),
-                    Value::String(state),
-                ],
-            ) => Some((
-                rs.as_str()?.to_owned(),
-                vclock_of(v)?,
-                uuid.as_str()?.to_owned(),
-                state.as_str()?.to_owned(),
-            )),
-            _ => None,
-        })
-        .collect();
-    Ok(Answer {
-        ro: *ro,
+    let mut a = Answer {
+        ro,
         rs: rs.as_str().unwrap_or_default().to_owned(),
         vclock: vclock_of(vc).unwrap_or_default(),
-        applied,
-        walks,
-    })
+        applied: Vec::new(),
+        walks: Vec::new(),
+    };
+    if !ro {
+        let peer = w.cfg.peer.as_str();
+        a.applied = read_progress(&conn, progress::Op::Read { cluster: peer }).await?;
+        a.walks = read_progress(&conn, progress::Op::Walks { cluster: peer }).await?;
+    }
+    Ok(a)
+}
+
+/// Runs a reading operation of the progress rows' definition.
+async fn read_progress<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    op: progress::Op<'_>,
+) -> Result<T, String> {
+    let out = conn
+        .eval(progress::LUA, &op.args()[..])
+        .await
+        .map_err(|e| e.to_string())?;
+    progress::decode_answer(&out).map_err(|e| e.to_string())
 }
 
 /// Probes this worker's own cluster: every instance, and the incoming
@@ -324,28 +284,33 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
                     if !a.ro {
                         r.masters.push(uri.clone());
                         r.vclock = Some(a.vclock);
-                        let mut newest: BTreeMap<String, (u64, String, String, String)> =
-                            BTreeMap::new();
-                        for (rs, id, reason, state, seq) in a.walks {
-                            if newest.get(&rs).is_none_or(|(s, ..)| seq >= *s) {
-                                newest.insert(rs, (seq, id, reason, state));
+                        let mut newest: BTreeMap<String, progress::WalkHead> = BTreeMap::new();
+                        for walk in a.walks {
+                            if newest
+                                .get(&walk.source_replicaset)
+                                .is_none_or(|cur| walk.seq >= cur.seq)
+                            {
+                                newest.insert(walk.source_replicaset.clone(), walk);
                             }
                         }
-                        for (rs, (seq, id, reason, state)) in newest {
-                            if reason == "wal_gap" && state == "running" {
+                        for (rs, walk) in newest {
+                            if walk.is_running_gap_repair() {
                                 h.repairs.insert(
                                     rs,
-                                    format!("repair walk {id} after a WAL gap, chunk {seq}"),
+                                    format!(
+                                        "repair walk {} after a WAL gap, chunk {}",
+                                        walk.id, walk.seq
+                                    ),
                                 );
                             }
                         }
-                        for (rs, v, uuid, state) in a.applied {
-                            let e = h.applied.entry(rs).or_default();
-                            e.vclock.merge(&v);
+                        for row in a.applied {
+                            let e = h.applied.entry(row.source_replicaset).or_default();
+                            e.vclock.merge(&row.vclock);
                             if e.source_uuid.is_empty() {
-                                e.source_uuid = uuid;
+                                e.source_uuid = row.source_uuid;
                             }
-                            e.loading |= state == "loading";
+                            e.loading |= row.state == progress::ProgressState::Loading;
                         }
                     }
                 }
