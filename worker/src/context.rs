@@ -10,7 +10,7 @@ use std::{
 use tcf_api::worker::Verdict;
 
 use crate::{
-    Config, console, election, health,
+    Config, console, election, membership,
     store::{FedState, Store, SwitchRecord},
     unmarked,
 };
@@ -65,7 +65,7 @@ pub(crate) struct Worker {
     /// Held by whoever starts/stops replicators or fails over, so a
     /// reconciliation never undoes a failover's stop half-way.
     pub(crate) acting: tokio::sync::Mutex<()>,
-    pub(crate) membership: health::Membership,
+    pub(crate) membership: membership::Membership,
     pub(crate) verdict: Mutex<Verdict>,
     /// The pairs' lag over the last minutes (console, gauges).
     pub(crate) lag: console::lag::LagLog,

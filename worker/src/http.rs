@@ -69,7 +69,7 @@ pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
         .route("/tcf/failover", post(failover))
         .route("/tcf/resync", post(resync))
         .route("/tcf/api/v1/info", get(info))
-        .route("/tcf/api/v1/health", get(health))
+        .route(tcf_api::health::PATH, get(health))
         .route("/tcf/api/v1/view", get(view))
         .route("/tcf/api/v1/overview", get(overview))
         .route("/tcf/api/v1/lag", get(lag))
