@@ -549,11 +549,7 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
     wait_leader(&p).await;
     // A's worker has recorded which replicaset each instance belongs to.
     wait_until("A's membership recorded", SOON, || async {
-        p.wa.health()
-            .await
-            .ok()
-            .and_then(|h| h["replicasets"].as_object().map(|m| m.len()))
-            == Some(2)
+        p.wa.health().await.ok().map(|h| h.replicasets.len()) == Some(2)
     })
     .await
     .expect("two replicasets probed");
@@ -570,16 +566,15 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
     })
     .await
     .expect("health");
-    let unreachable: Vec<&Json> = health["replicasets"]
-        .as_object()
-        .expect("replicasets")
+    let unreachable: Vec<_> = health
+        .replicasets
         .values()
-        .filter(|r| r["masters"].as_array().is_some_and(Vec::is_empty))
+        .filter(|r| r.masters.is_empty())
         .collect();
     assert_eq!(
         unreachable.len(),
         1,
-        "rs2 is known and has no master: {health}"
+        "rs2 is known and has no master: {health:?}"
     );
     p.wb.wait_is_active(200, SOON).await.expect("probe");
 }

@@ -90,14 +90,7 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
     .await;
     let mut h = Health {
         cluster: w.cfg.cluster.clone(),
-        unmarked_writes: {
-            let v = w.view();
-            if v.unmarked.alarm {
-                v.unmarked.count.max(1)
-            } else {
-                0
-            }
-        },
+        unmarked_writes: w.unmarked.writes(),
         ..Health::default()
     };
     let learned = w.membership.learn(

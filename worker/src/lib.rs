@@ -127,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         campaign: Arc::default(),
         acting: tokio::sync::Mutex::new(()),
         membership: membership::Membership::default(),
+        unmarked: unmarked::Alarm::default(),
         verdict: Mutex::default(),
         lag: console::lag::LagLog::default(),
     });
