@@ -574,3 +574,85 @@ fn write_meta(o: &mut Vec<u8>, m: &Meta<'_>) {
     write::str(o, "new");
     write_vclock(o, m.new);
 }
+
+#[cfg(test)]
+mod tests {
+    use tcf_iproto::ServerError;
+
+    use super::*;
+
+    fn server(message: &str) -> IprotoError {
+        IprotoError::Server(ServerError {
+            code: 32,
+            message: message.into(),
+            stack: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_lua_functions_errors_are_classified_by_their_kind() {
+        let e = |m: &str| TargetError::from_call("t:3301", server(m));
+        assert!(
+            matches!(e("tcf_position: holds {1: 5}"), TargetError::Position(m) if m == "holds {1: 5}")
+        );
+        assert!(matches!(e("tcf_source: from u2"), TargetError::Source(m) if m == "from u2"));
+        assert!(matches!(
+            e("tcf_nonempty: space test holds 3 tuples"),
+            TargetError::NonEmpty(_)
+        ));
+        assert!(matches!(
+            e("tcf_schema: no space x"),
+            TargetError::Schema(_)
+        ));
+        assert!(matches!(e("tcf_walk: a repair runs"), TargetError::Walk(_)));
+        assert!(matches!(
+            e("Duplicate key exists"),
+            TargetError::Iproto { uri, .. } if uri == "t:3301"
+        ));
+        assert!(matches!(
+            TargetError::from_call("t:3301", IprotoError::Closed),
+            TargetError::Iproto { .. }
+        ));
+    }
+
+    fn row(lsn: u64, state: ProgressState, uuid: &str, writer: &str) -> Option<ProgressRow> {
+        Some(ProgressRow {
+            vclock: [(1, lsn), (2, 10 - lsn)].into_iter().collect(),
+            source_uuid: uuid.into(),
+            state,
+            writer: writer.into(),
+        })
+    }
+
+    #[test]
+    fn the_position_is_the_maximum_of_the_rows() {
+        let p = Position {
+            memtx: row(3, ProgressState::Streaming, "", "me"),
+            vinyl: row(7, ProgressState::Streaming, "u1", "me"),
+            local: None,
+        };
+        assert!(p.exists());
+        assert_eq!(p.current(), [(1, 7), (2, 7)].into_iter().collect());
+        assert_eq!(p.of(Engine::Memtx), [(1, 3), (2, 7)].into_iter().collect());
+        assert_eq!(p.source_uuid(), Some("u1"));
+        assert!(!p.loading());
+        assert!(p.other_writers("me").is_empty());
+        assert_eq!(p.other_writers("you"), ["me", "me"]);
+        let empty = Position::default();
+        assert!(!empty.exists() && empty.current().is_empty() && empty.source_uuid().is_none());
+    }
+
+    #[test]
+    fn one_loading_row_makes_a_load_unfinished() {
+        let p = Position {
+            memtx: row(0, ProgressState::Streaming, "u1", "me"),
+            vinyl: row(0, ProgressState::Loading, "u1", "me"),
+            local: row(0, ProgressState::Streaming, "u1", ""),
+        };
+        assert!(p.loading());
+        assert!(
+            p.other_writers("me").is_empty(),
+            "an empty writer is nobody"
+        );
+    }
+}
