@@ -64,23 +64,29 @@ function P.encode(r)
             clock.time(), r.destination, r.writer}
 end
 
--- Every progress row from source cluster `cluster` (of replicaset `rs`
--- when given), each with its space's `engine` ('memtx', 'vinyl', 'local');
--- none where the spaces do not exist.
-function P.read(cluster, rs)
+-- The rows of `spaces[engine]` for each of `engines` keyed by `cluster`
+-- (and `rs` when given), decoded, each with its space's `engine`; none
+-- where a space does not exist.
+local function rows_of(spaces, engines, decode, cluster, rs)
     local out = {}
     local key = rs == nil and {cluster} or {cluster, rs}
-    for _, engine in ipairs(ALL) do
-        local s = box.space[P.PROGRESS[engine]]
+    for _, engine in ipairs(engines) do
+        local s = box.space[spaces[engine]]
         if s ~= nil then
             for _, t in s:pairs(key, {iterator = 'EQ'}) do
-                local r = P.decode(t)
+                local r = decode(t)
                 r.engine = engine
                 out[#out + 1] = r
             end
         end
     end
     return out
+end
+
+-- Every progress row from source cluster `cluster` (of replicaset `rs`
+-- when given), each with its space's `engine` ('memtx', 'vinyl', 'local').
+function P.read(cluster, rs)
+    return rows_of(P.PROGRESS, ALL, P.decode, cluster, rs)
 end
 
 -- Marks (cluster, rs) for reload: both global rows `loading` at the empty
@@ -123,21 +129,9 @@ function P.walk_key(cluster, rs)
 end
 
 -- Every verification row of source cluster `cluster` (of replicaset `rs`
--- when given), each with its space's `engine`.
+-- when given), each with its space's `engine` ('memtx', 'vinyl').
 function P.verify_rows(cluster, rs)
-    local out = {}
-    local key = rs == nil and {cluster} or {cluster, rs}
-    for _, engine in ipairs(ENGINES) do
-        local s = box.space[P.VERIFY[engine]]
-        if s ~= nil then
-            for _, t in s:pairs(key, {iterator = 'EQ'}) do
-                local r = P.verify_decode(t)
-                r.engine = engine
-                out[#out + 1] = r
-            end
-        end
-    end
-    return out
+    return rows_of(P.VERIFY, ENGINES, P.verify_decode, cluster, rs)
 end
 
 -- The walk of (cluster, rs): the `data` of the walk row with the higher
