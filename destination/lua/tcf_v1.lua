@@ -1,9 +1,10 @@
 -- tcf destination functions, version 1. Installed by tcf-destination on every
 -- connect (EVAL of this file; defining them again is harmless) and CALLed by it.
 -- Contract: docs/progress.md. Everything here runs with the caller's rights.
+-- The progress rows' layout is tcf-api's (api/lua/tcf_progress_v1.lua,
+-- EVALed first): rows are read and written through it, by field name.
 local VERSION = 1
 local ffi = require('ffi')
-local clock = require('clock')
 local fiber = require('fiber')
 
 pcall(ffi.cdef, [[
@@ -18,17 +19,10 @@ int box_upsert(uint32_t space_id, uint32_t index_id, const char *tuple, const ch
 ]])
 local C = ffi.C
 
-local PROGRESS = {memtx = '_tcf_progress_memtx', vinyl = '_tcf_progress_vinyl', ['local'] = '_tcf_progress_local'}
-local FORMAT = {
-    {name = 'source_cluster', type = 'string'},
-    {name = 'source_replicaset', type = 'string'},
-    {name = 'vclock', type = 'map'},
-    {name = 'source_uuid', type = 'string'},
-    {name = 'state', type = 'string'},
-    {name = 'updated_at', type = 'number'},
-    {name = 'destination', type = 'string'},
-    {name = 'writer', type = 'string'},
-}
+local P = rawget(_G, 'tcf_progress_v1')
+if P == nil then error('tcf_schema: tcf_progress_v1.lua must be installed first', 0) end
+local PROGRESS = P.PROGRESS
+local FORMAT = P.PROGRESS_FORMAT
 
 -- Ops: 1 INSERT, 2 REPLACE, 3 UPDATE, 4 DELETE, 5 UPSERT, 6 TRUNCATE (tcf.stream.v1.Op).
 local OP_INSERT, OP_REPLACE, OP_UPDATE, OP_DELETE, OP_UPSERT, OP_TRUNCATE = 1, 2, 3, 4, 5, 6
@@ -52,10 +46,7 @@ local function vc_str(v)
     return '{' .. table.concat(parts, ', ') .. '}'
 end
 
--- An empty Lua table encodes as an array; the vclock field is a map.
-local function as_map(v)
-    return setmetatable(v or {}, {__serialize = 'map'})
-end
+local as_map = P.as_map
 
 local function ensure_space(name, engine, is_local)
     local s = box.space[name]
@@ -79,14 +70,9 @@ function tcf_v1_ensure()
     return VERSION
 end
 
--- The three progress rows of (cluster, rs) as {kind = {vclock, source_uuid, state, writer}}.
+-- The progress rows of (cluster, rs), named (tcf_progress_v1.read).
 function tcf_v1_position(cluster, rs)
-    local out = {}
-    for kind, name in pairs(PROGRESS) do
-        local t = box.space[name]:get{cluster, rs}
-        if t ~= nil then out[kind] = {as_map(t[3]), t[4], t[5], t[8] or ''} end
-    end
-    return out
+    return P.read(cluster, rs)
 end
 
 local function apply_row(r)
@@ -119,20 +105,20 @@ end
 
 -- Checks a progress row against what the caller believes is stored.
 local function check(space, m)
-    local cur = space:get{m.cluster, m.rs}
-    local stored = cur and cur[3] or {}
+    local cur = P.decode(space:get{m.cluster, m.rs})
+    local stored = cur and cur.vclock or {}
     if not vc_eq(stored, m.expected) then
         fail('position', '%s of %s/%s holds %s (writer %s), the batch expects %s',
-             space.name, m.cluster, m.rs, vc_str(stored), cur and cur[8] or '-', vc_str(m.expected))
+             space.name, m.cluster, m.rs, vc_str(stored), cur and cur.writer or '-', vc_str(m.expected))
     end
-    if cur ~= nil and m.source_uuid ~= '' and cur[4] ~= '' and cur[4] ~= m.source_uuid then
+    if cur ~= nil and m.source_uuid ~= '' and cur.source_uuid ~= '' and cur.source_uuid ~= m.source_uuid then
         fail('source', '%s/%s was replicated from source replicaset %s, the stream is from %s',
-             m.cluster, m.rs, cur[4], m.source_uuid)
+             m.cluster, m.rs, cur.source_uuid, m.source_uuid)
     end
     if m.state ~= 'loading' and not (vc_le(stored, m.new) and not vc_eq(stored, m.new)) then
         fail('position', 'new position %s does not advance %s', vc_str(m.new), vc_str(stored))
     end
-    if m.state == 'loading' and cur ~= nil and cur[5] ~= 'loading' then
+    if m.state == 'loading' and cur ~= nil and cur.state ~= 'loading' then
         fail('position', '%s/%s is not loading', m.cluster, m.rs)
     end
 end
@@ -162,8 +148,9 @@ local function marked(fn)
 end
 
 local function mark(space, m)
-    space:replace{m.cluster, m.rs, as_map(m.new), m.source_uuid, m.state, clock.time(),
-                  m.destination, m.writer}
+    space:replace(P.encode({source_cluster = m.cluster, source_replicaset = m.rs, vclock = m.new,
+                            source_uuid = m.source_uuid, state = m.state,
+                            destination = m.destination, writer = m.writer}))
 end
 
 -- Applies whole source transactions and the progress row in one transaction.
@@ -244,10 +231,10 @@ tcf_v1_set_position = marked(function(m)
     -- Only over rows this writer made (its own load) or none (a fresh
     -- `current` start): another destination's rows are never overwritten.
     for _, engine in ipairs({'memtx', 'vinyl'}) do
-        local cur = box.space[PROGRESS[engine]]:get{m.cluster, m.rs}
-        if cur ~= nil and (cur[8] or '') ~= m.writer then
+        local cur = P.decode(box.space[PROGRESS[engine]]:get{m.cluster, m.rs})
+        if cur ~= nil and cur.writer ~= m.writer then
             fail('position', '%s/%s was written by writer %s; not overwriting it',
-                 m.cluster, m.rs, tostring(cur[8]))
+                 m.cluster, m.rs, cur.writer)
         end
     end
     for _, engine in ipairs({'memtx', 'vinyl'}) do

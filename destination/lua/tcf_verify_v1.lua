@@ -11,26 +11,20 @@
 -- A chunk of a vinyl space that repairs rows writes its rows in the vinyl
 -- space (2.6 refuses a transaction touching both engines); everything else
 -- goes to the memtx one. Readers merge the two: the walk row with the higher
--- `seq`, counters summed.
+-- `seq`, counters summed. The rows' layout is tcf-api's
+-- (api/lua/tcf_progress_v1.lua): read and written through it, by name.
 local VERSION = 1
 local L = rawget(_G, 'tcf_v1_lib')
+local P = rawget(_G, 'tcf_progress_v1')
 
-local SPACES = {memtx = '_tcf_verify_memtx', vinyl = '_tcf_verify_vinyl'}
-local FORMAT = {
-    {name = 'source_cluster', type = 'string'},
-    {name = 'source_replicaset', type = 'string'},
-    {name = 'space', type = 'string'},
-    {name = 'key', type = 'string'},
-    {name = 'data', type = 'any'},
-}
+local SPACES = P and P.VERIFY
+local FORMAT = P and P.VERIFY_FORMAT
 
 local function fail(kind, fmt, ...)
     error('tcf_' .. kind .. ': ' .. string.format(fmt, ...), 0)
 end
 
-local function as_map(t)
-    return setmetatable(t or {}, {__serialize = 'map'})
-end
+local as_map = P and P.as_map
 
 local function ensure_space(name, engine)
     local s = box.space[name]
@@ -48,31 +42,22 @@ end
 
 -- Creates the verification spaces if missing. Returns the version.
 function tcf_verify_v1_ensure()
-    if L == nil then fail('schema', 'tcf_v1.lua must be installed first') end
+    if L == nil or P == nil then
+        fail('schema', 'tcf_progress_v1.lua and tcf_v1.lua must be installed first')
+    end
     ensure_space(SPACES.memtx, 'memtx')
     ensure_space(SPACES.vinyl, 'vinyl')
     return VERSION
 end
 
--- Every row of (cluster, rs) as {engine, space, key, data}.
+-- Every row of (cluster, rs), named (tcf_progress_v1.verify_rows).
 function tcf_verify_v1_load(cluster, rs)
-    local out = {}
-    for _, engine in ipairs({'memtx', 'vinyl'}) do
-        for _, t in box.space[SPACES[engine]]:pairs({cluster, rs}, {iterator = 'EQ'}) do
-            out[#out + 1] = {engine, t[3], t[4], t[5]}
-        end
-    end
-    return out
+    return P.verify_rows(cluster, rs)
 end
 
 -- The walk of (cluster, rs): the walk row with the higher seq, or nil.
 local function current(cluster, rs)
-    local best
-    for _, engine in ipairs({'memtx', 'vinyl'}) do
-        local t = box.space[SPACES[engine]]:get{cluster, rs, '', ''}
-        if t ~= nil and (best == nil or (t[5].seq or 0) > (best.seq or 0)) then best = t[5] end
-    end
-    return best
+    return P.walk(cluster, rs)
 end
 
 -- Deletes every row of (cluster, rs), one transaction per engine.
@@ -81,7 +66,8 @@ local function clear(cluster, rs)
         local s = box.space[SPACES[engine]]
         local keys = {}
         for _, t in s:pairs({cluster, rs}, {iterator = 'EQ'}) do
-            keys[#keys + 1] = {t[1], t[2], t[3], t[4]}
+            local r = P.verify_decode(t)
+            keys[#keys + 1] = {r.source_cluster, r.source_replicaset, r.space, r.key}
         end
         box.begin()
         for _, k in ipairs(keys) do s:delete(k) end
@@ -98,7 +84,8 @@ tcf_verify_v1_start = L.marked(function(cluster, rs, walk)
              tostring(cur.id))
     end
     clear(cluster, rs)
-    box.space[SPACES.memtx]:replace{cluster, rs, '', '', as_map(walk)}
+    box.space[SPACES.memtx]:replace(P.verify_encode({source_cluster = cluster,
+        source_replicaset = rs, space = '', key = '', data = walk}))
     return true
 end)
 
@@ -112,7 +99,8 @@ tcf_verify_v1_gap = L.marked(function(m, walk)
     local ok, err = pcall(function()
         L.check(progress, m)
         L.mark(progress, m)
-        box.space[SPACES.memtx]:replace{m.cluster, m.rs, '', '', as_map(walk)}
+        box.space[SPACES.memtx]:replace(P.verify_encode({source_cluster = m.cluster,
+            source_replicaset = m.rs, space = '', key = '', data = walk}))
     end)
     if not ok then
         box.rollback()
@@ -135,12 +123,18 @@ tcf_verify_v1_chunk = L.marked(function(m, walk, space, delta, keys, cap, rows)
     local ok, err = pcall(function()
         L.check(progress, m)
         L.mark(progress, m)
-        vs:replace{m.cluster, m.rs, '', '', as_map(walk)}
+        local function row(key, data)
+            return P.verify_encode({source_cluster = m.cluster, source_replicaset = m.rs,
+                                    space = space, key = key, data = data})
+        end
+        vs:replace(P.verify_encode({source_cluster = m.cluster, source_replicaset = m.rs,
+                                    space = '', key = '', data = walk}))
         if space ~= '' then
             local sum = vs:get{m.cluster, m.rs, space, ''}
             local n = as_map({})
-            if sum ~= nil and type(sum[5]) == 'table' then
-                for k, v in pairs(sum[5]) do n[k] = v end
+            local data = sum and P.verify_decode(sum).data
+            if type(data) == 'table' then
+                for k, v in pairs(data) do n[k] = v end
             end
             for k, v in pairs(delta) do
                 if type(v) == 'number' then n[k] = (n[k] or 0) + v else n[k] = v end
@@ -152,11 +146,11 @@ tcf_verify_v1_chunk = L.marked(function(m, walk, space, delta, keys, cap, rows)
                     n.keys_truncated = true
                 else
                     if not exists then recorded = recorded + 1 end
-                    vs:replace{m.cluster, m.rs, space, kr[1], as_map(kr[2])}
+                    vs:replace(row(kr[1], kr[2]))
                 end
             end
             n.keys = recorded
-            vs:replace{m.cluster, m.rs, space, '', n}
+            vs:replace(row('', n))
         end
         L.apply_rows(rows)
     end)

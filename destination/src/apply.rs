@@ -177,3 +177,109 @@ impl Pending {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Batching = Batching {
+        max_rows: 4,
+        max_bytes: 100,
+    };
+
+    fn rows(n: usize) -> Vec<ApplyRow> {
+        (0..n)
+            .map(|i| ApplyRow {
+                op: v1::Op::Insert as i32,
+                space_id: 512,
+                index_id: 0,
+                index_base: 0,
+                key: Bytes::new(),
+                tuple: Bytes::from(vec![0x91, i as u8]),
+                ops: Bytes::new(),
+            })
+            .collect()
+    }
+
+    fn vc(lsn: u64) -> Option<Vclock> {
+        Some([(1, lsn)].into_iter().collect())
+    }
+
+    #[test]
+    fn only_vinyl_spaces_are_applied_as_vinyl() {
+        assert_eq!(engine_of("vinyl"), Engine::Vinyl);
+        assert_eq!(engine_of("memtx"), Engine::Memtx);
+        assert_eq!(engine_of("sysview"), Engine::Memtx);
+    }
+
+    #[test]
+    fn an_empty_batch_takes_anything_even_past_the_limits() {
+        let p = Pending::default();
+        assert!(p.is_empty());
+        assert!(!p.must_flush_before(Engine::Vinyl, 100, 10_000, LIMITS));
+        assert!(!p.full(LIMITS));
+    }
+
+    #[test]
+    fn another_engine_or_the_limits_flush_first() {
+        let mut p = Pending::default();
+        p.push(Engine::Memtx, rows(2), 40, vc(1));
+        assert!(
+            !p.must_flush_before(Engine::Memtx, 2, 60, LIMITS),
+            "up to the limits"
+        );
+        assert!(
+            p.must_flush_before(Engine::Vinyl, 1, 1, LIMITS),
+            "another engine"
+        );
+        assert!(
+            p.must_flush_before(Engine::Memtx, 3, 1, LIMITS),
+            "rows past max_rows"
+        );
+        assert!(
+            p.must_flush_before(Engine::Memtx, 1, 61, LIMITS),
+            "bytes past max_bytes"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_full_at_either_limit() {
+        let mut p = Pending::default();
+        p.push(Engine::Memtx, rows(3), 99, vc(1));
+        assert!(!p.full(LIMITS));
+        p.push(Engine::Memtx, rows(1), 0, vc(2));
+        assert!(p.full(LIMITS), "max_rows reached");
+        let mut p = Pending::default();
+        p.push(Engine::Memtx, rows(1), 100, vc(1));
+        assert!(p.full(LIMITS), "max_bytes reached");
+    }
+
+    #[test]
+    fn the_batch_carries_the_position_after_its_last_transaction() {
+        let mut p = Pending::default();
+        p.push(Engine::Vinyl, rows(1), 10, vc(5));
+        p.push(Engine::Vinyl, rows(2), 20, vc(7));
+        assert_eq!(p.vclock(), vc(7).as_ref());
+        let Some(r) = p.take() else { panic!("a batch") };
+        assert_eq!(
+            (r.engine, r.rows.len(), r.bytes, r.transactions),
+            (Engine::Vinyl, 3, 30, 2)
+        );
+        assert_eq!(r.vclock, vc(7));
+        assert!(p.is_empty());
+        assert!(p.take().is_none());
+    }
+
+    #[test]
+    fn snapshot_rows_count_no_transaction_and_no_position() {
+        let mut p = Pending::default();
+        p.push(Engine::Memtx, rows(2), 10, None);
+        assert!(!p.is_empty());
+        let Some(r) = p.take() else { panic!("a batch") };
+        assert_eq!((r.transactions, r.vclock), (0, None));
+        // A transaction without rows (all skipped) still moves the position.
+        p.push(Engine::Memtx, Vec::new(), 0, vc(9));
+        assert!(!p.is_empty());
+        assert_eq!(p.take().map(|r| (r.rows.len(), r.vclock)), Some((0, vc(9))));
+    }
+}

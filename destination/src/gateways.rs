@@ -239,3 +239,93 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(addresses: &[&str]) -> Pool {
+        Pool::new(
+            addresses.iter().map(|a| (*a).to_owned()).collect(),
+            None,
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn a_timeout_names_the_step_that_did_not_finish() {
+        assert_eq!(Step::from_u8(Step::Tcp as u8).name(true), "TCP connect");
+        assert_eq!(
+            Step::from_u8(Step::Handshake as u8).name(true),
+            "TLS handshake"
+        );
+        assert_eq!(
+            Step::from_u8(Step::Handshake as u8).name(false),
+            "HTTP/2 handshake"
+        );
+        assert_eq!(Step::from_u8(Step::Describe as u8).name(false), "Describe");
+        assert_eq!(Step::from_u8(200), Step::Describe);
+        let e = GatewayError::Timeout {
+            step: Step::Handshake.name(true),
+            address: "g1:7000".into(),
+            after: Duration::from_secs(3),
+        };
+        assert_eq!(
+            e.to_string(),
+            "TLS handshake with g1:7000 timed out after 3s"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_gateway_is_tried_once_starting_after_the_one_that_failed() {
+        // Addresses that are not URIs fail at once, before any I/O.
+        let p = pool(&["bad one", "bad two", "bad three"]);
+        let order = |e: String| -> Vec<String> {
+            e.split("; ")
+                .map(|x| x.split(':').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let first = p.connect().await.err().unwrap_or_default();
+        assert_eq!(
+            order(first),
+            [
+                "gateway address bad one",
+                "gateway address bad two",
+                "gateway address bad three"
+            ]
+        );
+        p.failed("bad two");
+        let after = p.connect().await.err().unwrap_or_default();
+        assert_eq!(
+            order(after),
+            [
+                "gateway address bad three",
+                "gateway address bad one",
+                "gateway address bad two"
+            ]
+        );
+        p.failed("bad three");
+        let wrapped = p.connect().await.err().unwrap_or_default();
+        assert_eq!(
+            order(wrapped).first().map(String::as_str),
+            Some("gateway address bad one")
+        );
+        p.failed("not in the pool");
+        let same = p.connect().await.err().unwrap_or_default();
+        assert_eq!(
+            order(same).first().map(String::as_str),
+            Some("gateway address bad one")
+        );
+    }
+
+    #[test]
+    fn the_root_cause_joins_the_chain_without_repeats() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner;
+        assert_eq!(root_cause(&Outer(Inner)), "outer: inner");
+    }
+}

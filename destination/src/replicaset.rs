@@ -473,7 +473,7 @@ impl<'a> Session<'a> {
         ProgressRow {
             vclock: vclock.clone(),
             source_uuid: self.source_uuid.clone(),
-            state: if loading { "loading" } else { "streaming" }.into(),
+            state: tcf_api::progress::ProgressState::of_loading(loading),
             writer: self.ctx.writer.clone(),
         }
     }

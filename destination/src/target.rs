@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use rmpv::Value;
+use tcf_api::progress::{self, ProgressState, VerifyRow};
 use tcf_iproto::{
     ConnectOptions, Connection, Error as IprotoError, Vclock, consts::request, msgpack::write,
     schema::Catalog, vote,
@@ -11,7 +12,8 @@ use uuid::Uuid;
 
 use crate::instance::{self, TargetInstance};
 
-/// The Lua functions installed on the target (versioned by name).
+/// The Lua functions installed on the target (versioned by name), after
+/// tcf-api's [`progress::LUA`] (the rows' layout), which they use.
 const LUA: &str = include_str!("../lua/tcf_v1.lua");
 /// The version `tcf_v1_ensure` must report.
 const LUA_VERSION: u64 = 1;
@@ -144,12 +146,23 @@ async fn describe_on(conn: &Connection, uri: &str) -> Result<TargetInstance, Tar
 }
 
 /// One stored progress row.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ProgressRow {
     pub(crate) vclock: Vclock,
     pub(crate) source_uuid: String,
-    pub(crate) state: String,
+    pub(crate) state: ProgressState,
     pub(crate) writer: String,
+}
+
+impl From<progress::Row> for ProgressRow {
+    fn from(r: progress::Row) -> Self {
+        Self {
+            vclock: r.vclock,
+            source_uuid: r.source_uuid,
+            state: r.state,
+            writer: r.writer,
+        }
+    }
 }
 
 /// The three progress rows of a replicaset (see `docs/progress.md`).
@@ -183,7 +196,7 @@ impl Position {
 
     /// An initial load began and did not finish.
     pub(crate) fn loading(&self) -> bool {
-        self.rows().any(|r| r.state == "loading")
+        self.rows().any(|r| r.state == ProgressState::Loading)
     }
 
     /// The stored source replicaset UUID, if any.
@@ -280,6 +293,17 @@ impl Target {
                 reason,
             });
         }
+        let v = conn
+            .eval(progress::LUA, &[][..] as &[Value])
+            .await
+            .map_err(|e| TargetError::from_call(uri, e))?;
+        let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
+        if version != Some(progress::VERSION) {
+            return Err(TargetError::Schema(format!(
+                "tcf progress layout reports version {version:?}, expected {}",
+                progress::VERSION
+            )));
+        }
         conn.eval(LUA, &[][..] as &[Value])
             .await
             .map_err(|e| TargetError::from_call(uri, e))?;
@@ -352,38 +376,20 @@ impl Target {
             .call("tcf_v1_position", &args[..])
             .await
             .map_err(|e| TargetError::from_call(&self.uri, e))?;
+        let rows: Vec<progress::Row> = progress::decode_answer(&v).map_err(|e| {
+            TargetError::Schema(format!(
+                "{}: the progress of {cluster}/{replicaset}: {e}",
+                self.uri
+            ))
+        })?;
         let mut pos = Position::default();
-        let Some(Value::Map(rows)) = v.as_array().and_then(|a| a.first()).cloned() else {
-            return Ok(pos);
-        };
-        for (kind, row) in rows {
-            let f = row.as_array().cloned().unwrap_or_default();
-            let mut vclock = Vclock::new();
-            if let Some(Value::Map(m)) = f.first() {
-                for (id, lsn) in m {
-                    if let (Some(id), Some(lsn)) = (id.as_u64(), lsn.as_u64()) {
-                        vclock.set(u32::try_from(id).unwrap_or(u32::MAX), lsn);
-                    }
-                }
-            }
-            let s = |i: usize| {
-                f.get(i)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
+        for r in rows {
+            let slot = match r.engine {
+                progress::Engine::Memtx => &mut pos.memtx,
+                progress::Engine::Vinyl => &mut pos.vinyl,
+                progress::Engine::Local => &mut pos.local,
             };
-            let r = ProgressRow {
-                vclock,
-                source_uuid: s(1),
-                state: s(2),
-                writer: s(3),
-            };
-            match kind.as_str() {
-                Some("memtx") => pos.memtx = Some(r),
-                Some("vinyl") => pos.vinyl = Some(r),
-                Some("local") => pos.local = Some(r),
-                _ => {}
-            }
+            *slot = Some(r.into());
         }
         Ok(pos)
     }
@@ -426,18 +432,19 @@ impl Target {
         &self,
         cluster: &str,
         replicaset: &str,
-    ) -> Result<Vec<Value>, TargetError> {
+    ) -> Result<Vec<VerifyRow>, TargetError> {
         let args = [Value::from(cluster), Value::from(replicaset)];
         let v = self
             .conn
             .call("tcf_verify_v1_load", &args[..])
             .await
             .map_err(|e| TargetError::from_call(&self.uri, e))?;
-        Ok(v.as_array()
-            .and_then(|a| a.first())
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
+        progress::decode_answer(&v).map_err(|e| {
+            TargetError::Schema(format!(
+                "{}: the verification rows of {cluster}/{replicaset}: {e}",
+                self.uri
+            ))
+        })
     }
 
     /// Starts a walk of `(cluster, replicaset)` (forgets the previous one).
@@ -566,4 +573,86 @@ fn write_meta(o: &mut Vec<u8>, m: &Meta<'_>) {
     write_vclock(o, m.expected);
     write::str(o, "new");
     write_vclock(o, m.new);
+}
+
+#[cfg(test)]
+mod tests {
+    use tcf_iproto::ServerError;
+
+    use super::*;
+
+    fn server(message: &str) -> IprotoError {
+        IprotoError::Server(ServerError {
+            code: 32,
+            message: message.into(),
+            stack: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_lua_functions_errors_are_classified_by_their_kind() {
+        let e = |m: &str| TargetError::from_call("t:3301", server(m));
+        assert!(
+            matches!(e("tcf_position: holds {1: 5}"), TargetError::Position(m) if m == "holds {1: 5}")
+        );
+        assert!(matches!(e("tcf_source: from u2"), TargetError::Source(m) if m == "from u2"));
+        assert!(matches!(
+            e("tcf_nonempty: space test holds 3 tuples"),
+            TargetError::NonEmpty(_)
+        ));
+        assert!(matches!(
+            e("tcf_schema: no space x"),
+            TargetError::Schema(_)
+        ));
+        assert!(matches!(e("tcf_walk: a repair runs"), TargetError::Walk(_)));
+        assert!(matches!(
+            e("Duplicate key exists"),
+            TargetError::Iproto { uri, .. } if uri == "t:3301"
+        ));
+        assert!(matches!(
+            TargetError::from_call("t:3301", IprotoError::Closed),
+            TargetError::Iproto { .. }
+        ));
+    }
+
+    fn row(lsn: u64, state: ProgressState, uuid: &str, writer: &str) -> Option<ProgressRow> {
+        Some(ProgressRow {
+            vclock: [(1, lsn), (2, 10 - lsn)].into_iter().collect(),
+            source_uuid: uuid.into(),
+            state,
+            writer: writer.into(),
+        })
+    }
+
+    #[test]
+    fn the_position_is_the_maximum_of_the_rows() {
+        let p = Position {
+            memtx: row(3, ProgressState::Streaming, "", "me"),
+            vinyl: row(7, ProgressState::Streaming, "u1", "me"),
+            local: None,
+        };
+        assert!(p.exists());
+        assert_eq!(p.current(), [(1, 7), (2, 7)].into_iter().collect());
+        assert_eq!(p.of(Engine::Memtx), [(1, 3), (2, 7)].into_iter().collect());
+        assert_eq!(p.source_uuid(), Some("u1"));
+        assert!(!p.loading());
+        assert!(p.other_writers("me").is_empty());
+        assert_eq!(p.other_writers("you"), ["me", "me"]);
+        let empty = Position::default();
+        assert!(!empty.exists() && empty.current().is_empty() && empty.source_uuid().is_none());
+    }
+
+    #[test]
+    fn one_loading_row_makes_a_load_unfinished() {
+        let p = Position {
+            memtx: row(0, ProgressState::Streaming, "u1", "me"),
+            vinyl: row(0, ProgressState::Loading, "u1", "me"),
+            local: row(0, ProgressState::Streaming, "u1", ""),
+        };
+        assert!(p.loading());
+        assert!(
+            p.other_writers("me").is_empty(),
+            "an empty writer is nobody"
+        );
+    }
 }

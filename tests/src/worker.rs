@@ -1,6 +1,6 @@
 //! A real `tcf-worker` process for tests.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::{
     PortLease, TcfProcess,
@@ -196,12 +196,12 @@ impl RunningWorker {
         .await
     }
 
-    /// `GET /tcf/api/v1/health` (this cluster's probe) as JSON.
-    pub async fn health(&self) -> anyhow::Result<serde_json::Value> {
+    /// `GET /tcf/api/v1/health` (this cluster's probe), typed.
+    pub async fn health(&self) -> anyhow::Result<tcf_api::health::Health> {
         let r = http::request(
             "GET",
             &self.http_addr,
-            "/tcf/api/v1/health",
+            tcf_api::health::PATH,
             Some(INFO_TOKEN),
             None,
         )
@@ -209,7 +209,7 @@ impl RunningWorker {
         if r.status != 200 {
             bail!("health answered {}: {}", r.status, r.body);
         }
-        http::json(&r)
+        serde_json::from_str(&r.body).with_context(|| format!("health: {}", r.body))
     }
 
     /// `GET /tcf/api/v1/info` as JSON. Every answer must also parse as the

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use tcf_api::progress;
 use tcf_iproto::{ConnectOptions, Connection, Vclock};
 use tcf_tests::{
     Tarantool,
@@ -47,31 +48,26 @@ async fn post(w: &RunningWorker, path: &str, token: &str) -> (u16, Json) {
 }
 
 /// The position `target` applied from `source/rs`: the component-wise
-/// maximum of its progress rows, and the source replicaset UUID recorded.
+/// maximum of its progress rows, and the source replicaset UUID recorded,
+/// read through the rows' one definition (`tcf_api::progress`).
 async fn progress(target: &Tarantool, source: &str, rs: &str) -> (Vclock, String) {
-    let v = target
-        .eval1(
-            "local out, uuid = {}, '' \
-             for _, n in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl', '_tcf_progress_local'}) do \
-               local t = box.space[n] and box.space[n]:get{...} \
-               if t then \
-                 if t[4] ~= '' then uuid = t[4] end \
-                 for id, lsn in pairs(t[3]) do out[id] = math.max(out[id] or 0, lsn) end \
-               end \
-             end \
-             return {setmetatable(out, {__serialize = 'map'}), uuid}",
-            &[source.into(), rs.into()],
+    let out = target
+        .eval(
+            progress::LUA,
+            &progress::Op::Read { cluster: source }.args(),
         )
         .await
         .expect("progress");
-    let Some([vc, uuid]) = v.as_array().map(Vec::as_slice) else {
-        panic!("progress answer {v}");
-    };
-    let mut out = Vclock::new();
-    for (id, lsn) in vc.as_map().into_iter().flatten() {
-        out.set(id.as_u64().expect("id") as u32, lsn.as_u64().expect("lsn"));
+    let rows: Vec<progress::Row> = progress::decode_answer(&out).expect("progress rows");
+    let mut vclock = Vclock::new();
+    let mut uuid = String::new();
+    for r in rows.iter().filter(|r| r.source_replicaset == rs) {
+        vclock.merge(&r.vclock);
+        if !r.source_uuid.is_empty() {
+            uuid.clone_from(&r.source_uuid);
+        }
     }
-    (out, uuid.as_str().unwrap_or_default().to_owned())
+    (vclock, uuid)
 }
 
 fn loss_point_of(body: &Json, uuid: &str) -> Vclock {
@@ -240,8 +236,8 @@ async fn serial_failover_is_refused_to_a_stopped_or_loading_peer() {
     // An unfinished initial load recorded in B's progress space.
     p.b.master()
         .eval(
-            "local t = box.space._tcf_progress_memtx:get{'A', 'rs1'} \
-             box.space._tcf_progress_memtx:replace(t:update{{'=', 5, 'loading'}})",
+            "local P, s = tcf_progress_v1, box.space._tcf_progress_memtx \
+             local r = P.decode(s:get{'A', 'rs1'}) r.state = 'loading' s:replace(P.encode(r))",
             &[],
         )
         .await
@@ -553,11 +549,7 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
     wait_leader(&p).await;
     // A's worker has recorded which replicaset each instance belongs to.
     wait_until("A's membership recorded", SOON, || async {
-        p.wa.health()
-            .await
-            .ok()
-            .and_then(|h| h["replicasets"].as_object().map(|m| m.len()))
-            == Some(2)
+        p.wa.health().await.ok().map(|h| h.replicasets.len()) == Some(2)
     })
     .await
     .expect("two replicasets probed");
@@ -574,16 +566,15 @@ async fn serial_a_worker_restarted_while_a_replicaset_is_down_still_counts_it() 
     })
     .await
     .expect("health");
-    let unreachable: Vec<&Json> = health["replicasets"]
-        .as_object()
-        .expect("replicasets")
+    let unreachable: Vec<_> = health
+        .replicasets
         .values()
-        .filter(|r| r["masters"].as_array().is_some_and(Vec::is_empty))
+        .filter(|r| r.masters.is_empty())
         .collect();
     assert_eq!(
         unreachable.len(),
         1,
-        "rs2 is known and has no master: {health}"
+        "rs2 is known and has no master: {health:?}"
     );
     p.wb.wait_is_active(200, SOON).await.expect("probe");
 }

@@ -149,10 +149,7 @@ async fn b_judges_a(p: &Paired) {
     p.wb.wait_is_active(418, SOON).await.expect("B passive");
     wait_until("A's membership to be recorded", SOON, || async {
         let h = p.wa.health().await.ok()?;
-        h["replicasets"]
-            .as_object()
-            .is_some_and(|m| !m.is_empty())
-            .then_some(())
+        (!h.replicasets.is_empty()).then_some(())
     })
     .await
     .expect("membership");

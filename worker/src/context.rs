@@ -10,7 +10,7 @@ use std::{
 use tcf_api::worker::Verdict;
 
 use crate::{
-    Config, console, election, health,
+    Config, console, election, membership,
     store::{FedState, Store, SwitchRecord},
     unmarked,
 };
@@ -52,7 +52,6 @@ pub(crate) struct View {
     pub(crate) cluster_unreachable: bool,
     pub(crate) switch_error: Option<String>,
     pub(crate) replicator_error: Option<String>,
-    pub(crate) unmarked: unmarked::Unmarked,
 }
 
 /// A running worker.
@@ -65,7 +64,9 @@ pub(crate) struct Worker {
     /// Held by whoever starts/stops replicators or fails over, so a
     /// reconciliation never undoes a failover's stop half-way.
     pub(crate) acting: tokio::sync::Mutex<()>,
-    pub(crate) membership: health::Membership,
+    pub(crate) membership: membership::Membership,
+    /// The unmarked-write alarm (`unmarked.rs` owns its state).
+    pub(crate) unmarked: unmarked::Alarm,
     pub(crate) verdict: Mutex<Verdict>,
     /// The pairs' lag over the last minutes (console, gauges).
     pub(crate) lag: console::lag::LagLog,

@@ -1,7 +1,7 @@
 //! Failover: the active cluster is given up for its peer without waiting
 //! for it. Order matters and each step is safe to repeat:
 //!
-//! 1. the peer must be promotable ([`crate::health::Health::promotion_problem`]);
+//! 1. the peer must be promotable ([`tcf_api::health::Health::promotion_problem`]);
 //! 2. a switch record (kind `failover`, phase `failover`) is written with a
 //!    compare-and-set: from then on every worker reconciling replicators keeps
 //!    the pair leaving the failed cluster stopped, and the failed cluster's

@@ -1,235 +1,42 @@
 //! A cluster's health as the coordinator judges it. Each worker probes its
-//! own cluster (`GET /tcf/api/v1/health`); the leader asks the peer's
-//! workers for the other cluster.
-//!
-//! * It **serves** (may stay or become active) when every replicaset has
-//!   exactly one reachable writable master.
-//! * It is **promotable** when it serves, its incoming destination is
-//!   streaming or reconnecting (not loading, gapped, diverged, stopped or
-//!   failed) and every replicaset of the peer has a streaming position in its
-//!   progress spaces.
+//! own cluster and serves the probe at `GET /tcf/api/v1/health`; the leader
+//! asks the peer's workers for the other cluster. The contract and the
+//! judgements on it (serves, promotable, repairing) are
+//! [`tcf_api::health::Health`]'s; this module makes the probe and asks for it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use rmpv::Value;
-use serde::{Deserialize, Serialize};
-use tcf_api::replicator::{DestinationStatus, ReplicasetState};
+pub(crate) use tcf_api::health::Health;
+use tcf_api::{health, progress, replicator::DestinationStatus};
 use tcf_common::http_client::request;
 use tcf_iproto::{Connection, Vclock};
 
-use crate::{Worker, fence::vclock_of, replicators};
+use crate::{Worker, fence::vclock_of, membership::Membership, replicators};
 
-/// EVALed on every instance of this cluster: `(ro, replicaset uuid, vclock,
-/// progress rows from the peer)`. The replicaset is `box.info.replicaset`
-/// where it exists (3.0+, where `box.info.cluster` is the whole cluster),
-/// else `box.info.cluster` (up to 2.11); `box.info.ro` folds in the Raft
-/// state and the synchro queue's owner on 2.10+ (`docs/compat.md`).
+/// EVALed on every instance of this cluster: `(ro, replicaset uuid,
+/// vclock)`. The replicaset is `box.info.replicaset` where it exists (3.0+,
+/// where `box.info.cluster` is the whole cluster), else `box.info.cluster`
+/// (up to 2.11); `box.info.ro` folds in the Raft state and the synchro
+/// queue's owner on 2.10+ (`docs/compat.md`). On a writable instance the
+/// progress and walk rows from the peer are then read through tcf-api's
+/// [`progress::LUA`], the destination's own definition of them.
 const PROBE: &str = r"
-local peer = ...
 local rs = box.info.replicaset
 if type(rs) ~= 'table' or rs.uuid == nil then rs = box.info.cluster end
 local vc = setmetatable({}, {__serialize = 'map'})
 for id, lsn in pairs(box.info.vclock) do if id ~= 0 then vc[id] = lsn end end
-local prog = {}
-if not box.info.ro then
-    for _, name in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl', '_tcf_progress_local'}) do
-        local s = box.space[name]
-        if s ~= nil then
-            for _, t in s:pairs({peer}, {iterator = 'EQ'}) do
-                prog[#prog + 1] = {t[2], setmetatable(t[3], {__serialize = 'map'}), t[4], t[5]}
-            end
-        end
-    end
-end
-local walks = {}
-if not box.info.ro then
-    for _, name in ipairs({'_tcf_verify_memtx', '_tcf_verify_vinyl'}) do
-        local s = box.space[name]
-        if s ~= nil then
-            for _, t in s:pairs({peer}, {iterator = 'EQ'}) do
-                local d = t[5]
-                if t[3] == '' and t[4] == '' and type(d) == 'table' then
-                    walks[#walks + 1] = {t[2], tostring(d.id), tostring(d.reason), tostring(d.state),
-                                         tonumber(d.seq) or 0}
-                end
-            end
-        end
-    end
-end
-return box.info.ro, rs.uuid, vc, prog, walks
+return box.info.ro, rs.uuid, vc
 ";
-
-/// One replicaset of the probed cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReplicasetHealth {
-    /// Reachable writable instances (healthy: exactly one).
-    pub masters: Vec<String>,
-    /// Reachable instances.
-    pub instances: Vec<String>,
-    /// Instances known to belong here that did not answer.
-    pub unreachable: Vec<String>,
-    /// The master's vclock (without component 0), when there is one master.
-    pub vclock: Option<Vclock>,
-}
-
-/// What the cluster applied from the peer, per source replicaset name: the
-/// component-wise maximum of its progress rows (`docs/progress.md`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Applied {
-    /// The source replicaset's UUID as recorded.
-    pub source_uuid: String,
-    /// The applied position.
-    pub vclock: Vclock,
-    /// An initial load has not finished.
-    pub loading: bool,
-}
-
-/// A probe of one cluster.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Health {
-    /// The cluster.
-    pub cluster: String,
-    /// By replicaset UUID.
-    pub replicasets: BTreeMap<String, ReplicasetHealth>,
-    /// Instances that never answered (their replicaset is unknown).
-    pub unknown: Vec<String>,
-    /// The incoming destination's state per replicaset name, if it answered
-    /// (`stopped` for every one when the destination is stopped).
-    pub incoming: BTreeMap<String, ReplicasetState>,
-    /// Why the incoming destination's state is unknown.
-    pub incoming_error: Option<String>,
-    /// Applied from the peer, by source replicaset name.
-    pub applied: BTreeMap<String, Applied>,
-    /// Unmarked writes counted by the probing worker's alarm while the
-    /// cluster was not active (0 when it never saw one, or lowered it);
-    /// a switchover to a cluster with any is refused.
-    #[serde(default)]
-    pub unmarked_writes: u64,
-    /// Repairs after a WAL gap that have not ended, by source replicaset
-    /// name: what they are (`docs/verify.md`). Such a cluster is not
-    /// promotable.
-    #[serde(default)]
-    pub repairs: BTreeMap<String, String>,
-}
-
-impl Health {
-    /// Why the cluster cannot serve as active, if it cannot.
-    pub fn serving_problem(&self) -> Option<String> {
-        if self.replicasets.is_empty() {
-            return Some(format!("no instance of cluster {} answers", self.cluster));
-        }
-        let bad: Vec<String> = self
-            .replicasets
-            .iter()
-            .filter(|(_, r)| r.masters.len() != 1)
-            .map(|(uuid, r)| {
-                format!(
-                    "replicaset {uuid} has {} writable masters ({:?}; unreachable {:?})",
-                    r.masters.len(),
-                    r.masters,
-                    r.unreachable
-                )
-            })
-            .collect();
-        (!bad.is_empty()).then(|| bad.join("; "))
-    }
-
-    /// Why the cluster holds an incomplete copy of the peer, if it does: a
-    /// repair walk after a WAL gap has not ended (`docs/verify.md`). The
-    /// predicate every promotion (failover, switchover) checks.
-    pub fn repair_problem(&self) -> Option<String> {
-        (!self.repairs.is_empty()).then(|| {
-            let what: Vec<String> = self
-                .repairs
-                .iter()
-                .map(|(rs, w)| format!("{rs}: {w}"))
-                .collect();
-            format!(
-                "it is repairing after a WAL gap ({}); it is not promotable until the walk ends",
-                what.join("; ")
-            )
-        })
-    }
-
-    /// Why the cluster cannot be promoted, if it cannot.
-    pub fn promotion_problem(&self) -> Option<String> {
-        if let Some(p) = self.serving_problem() {
-            return Some(p);
-        }
-        if let Some(p) = self.repair_problem() {
-            return Some(p);
-        }
-        if let Some(e) = &self.incoming_error {
-            return Some(format!("its incoming destination does not answer: {e}"));
-        }
-        if self.incoming.is_empty() {
-            return Some("its incoming destination reports no replicaset".into());
-        }
-        for (rs, state) in &self.incoming {
-            if !state.keeps_promotable() {
-                return Some(format!("its incoming destination is {state} for {rs}"));
-            }
-            match self.applied.get(rs) {
-                None => return Some(format!("it holds no position from {rs}")),
-                Some(a) if a.loading => {
-                    return Some(format!("its initial load from {rs} has not finished"));
-                }
-                Some(_) => {}
-            }
-        }
-        None
-    }
-
-    /// The loss point: the applied position by source replicaset UUID (the
-    /// name when no UUID was recorded).
-    pub fn loss_point(&self) -> BTreeMap<String, Vclock> {
-        self.applied
-            .iter()
-            .map(|(rs, a)| {
-                let key = if a.source_uuid.is_empty() {
-                    rs.clone()
-                } else {
-                    a.source_uuid.clone()
-                };
-                (key, a.vclock.clone())
-            })
-            .collect()
-    }
-}
-
-/// Remembers which replicaset each instance belongs to, so an unreachable
-/// instance still counts against its replicaset.
-#[derive(Debug, Default)]
-pub(crate) struct Membership(Mutex<HashMap<String, String>>);
-
-impl Membership {
-    /// Loads the map recorded in etcd (a worker restarted while a whole
-    /// replicaset is down still counts it), then keeps it there.
-    pub(crate) async fn load(&self, w: &Worker) {
-        match w.store.members(&w.cfg.cluster).await {
-            Ok(m) => self.lock().extend(m),
-            Err(e) => tracing::warn!("cannot read the recorded replicaset membership: {e}"),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 struct Answer {
     ro: bool,
     rs: String,
     vclock: Vclock,
-    applied: Vec<(String, Vclock, String, String)>,
-    /// Walk rows: (source replicaset, walk id, reason, state, seq).
-    walks: Vec<(String, String, String, String, u64)>,
+    /// The progress rows from the peer (a writable instance only).
+    applied: Vec<progress::Row>,
+    /// The walk rows from the peer (a writable instance only).
+    walks: Vec<progress::WalkHead>,
 }
 
 async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
@@ -237,57 +44,38 @@ async fn probe_one(uri: &str, w: &Worker) -> Result<Answer, String> {
         .await
         .map_err(|e| e.to_string())?;
     let out = conn
-        .eval(PROBE, &[Value::from(w.cfg.peer.as_str())][..])
+        .eval(PROBE, &[][..] as &[Value])
         .await
         .map_err(|e| e.to_string())?;
-    let parts = out.as_array().map(Vec::as_slice).unwrap_or_default();
-    let (ro, rs, vc, prog, walks) = match parts {
-        [
-            Value::Boolean(ro),
-            Value::String(rs),
-            vc,
-            Value::Array(prog),
-            rest @ ..,
-        ] => (ro, rs, vc, prog, rest.first().and_then(Value::as_array)),
+    let (ro, rs, vc) = match out.as_array().map(Vec::as_slice).unwrap_or_default() {
+        [Value::Boolean(ro), Value::String(rs), vc] => (*ro, rs, vc),
         _ => return Err(format!("unexpected probe answer {out}")),
     };
-    let walks = walks
-        .map(|w| {
-            w.iter()
-                .filter_map(|x| {
-                    let a = x.as_array()?;
-                    let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_owned);
-                    Some((s(0)?, s(1)?, s(2)?, s(3)?, a.get(4)?.as_u64()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let applied = prog
-        .iter()
-        .filter_map(|p| match p.as_array().map(Vec::as_slice) {
-            Some(
-                [
-                    Value::String(rs),
-                    v,
-                    Value::String(uuid),
-                    Value::String(state),
-                ],
-            ) => Some((
-                rs.as_str()?.to_owned(),
-                vclock_of(v)?,
-                uuid.as_str()?.to_owned(),
-                state.as_str()?.to_owned(),
-            )),
-            _ => None,
-        })
-        .collect();
-    Ok(Answer {
-        ro: *ro,
+    let mut a = Answer {
+        ro,
         rs: rs.as_str().unwrap_or_default().to_owned(),
         vclock: vclock_of(vc).unwrap_or_default(),
-        applied,
-        walks,
-    })
+        applied: Vec::new(),
+        walks: Vec::new(),
+    };
+    if !ro {
+        let peer = w.cfg.peer.as_str();
+        a.applied = read_progress(&conn, progress::Op::Read { cluster: peer }).await?;
+        a.walks = read_progress(&conn, progress::Op::Walks { cluster: peer }).await?;
+    }
+    Ok(a)
+}
+
+/// Runs a reading operation of the progress rows' definition.
+async fn read_progress<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    op: progress::Op<'_>,
+) -> Result<T, String> {
+    let out = conn
+        .eval(progress::LUA, &op.args()[..])
+        .await
+        .map_err(|e| e.to_string())?;
+    progress::decode_answer(&out).map_err(|e| e.to_string())
 }
 
 /// Probes this worker's own cluster: every instance, and the incoming
@@ -302,73 +90,65 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
     .await;
     let mut h = Health {
         cluster: w.cfg.cluster.clone(),
-        unmarked_writes: {
-            let v = w.view();
-            if v.unmarked.alarm {
-                v.unmarked.count.max(1)
-            } else {
-                0
-            }
-        },
+        unmarked_writes: w.unmarked.writes(),
         ..Health::default()
     };
-    let learned = {
-        let mut members = w.membership.lock();
-        let mut learned = false;
+    let learned = w.membership.learn(
+        answers
+            .iter()
+            .filter_map(|(uri, a)| a.as_ref().ok().map(|a| (uri.as_str(), a.rs.as_str()))),
+    );
+    {
         for (uri, a) in answers {
             match a {
                 Ok(a) => {
-                    learned |= members.insert(uri.clone(), a.rs.clone()).as_ref() != Some(&a.rs);
                     let r = h.replicasets.entry(a.rs.clone()).or_default();
                     r.instances.push(uri.clone());
                     if !a.ro {
                         r.masters.push(uri.clone());
                         r.vclock = Some(a.vclock);
-                        let mut newest: BTreeMap<String, (u64, String, String, String)> =
-                            BTreeMap::new();
-                        for (rs, id, reason, state, seq) in a.walks {
-                            if newest.get(&rs).is_none_or(|(s, ..)| seq >= *s) {
-                                newest.insert(rs, (seq, id, reason, state));
+                        let mut newest: BTreeMap<String, progress::WalkHead> = BTreeMap::new();
+                        for walk in a.walks {
+                            if newest
+                                .get(&walk.source_replicaset)
+                                .is_none_or(|cur| walk.seq >= cur.seq)
+                            {
+                                newest.insert(walk.source_replicaset.clone(), walk);
                             }
                         }
-                        for (rs, (seq, id, reason, state)) in newest {
-                            if reason == "wal_gap" && state == "running" {
+                        for (rs, walk) in newest {
+                            if walk.is_running_gap_repair() {
                                 h.repairs.insert(
                                     rs,
-                                    format!("repair walk {id} after a WAL gap, chunk {seq}"),
+                                    format!(
+                                        "repair walk {} after a WAL gap, chunk {}",
+                                        walk.id, walk.seq
+                                    ),
                                 );
                             }
                         }
-                        for (rs, v, uuid, state) in a.applied {
-                            let e = h.applied.entry(rs).or_default();
-                            e.vclock.merge(&v);
+                        for row in a.applied {
+                            let e = h.applied.entry(row.source_replicaset).or_default();
+                            e.vclock.merge(&row.vclock);
                             if e.source_uuid.is_empty() {
-                                e.source_uuid = uuid;
+                                e.source_uuid = row.source_uuid;
                             }
-                            e.loading |= state == "loading";
+                            e.loading |= row.state == progress::ProgressState::Loading;
                         }
                     }
                 }
                 Err(e) => {
                     tracing::debug!(instance = %uri, "health probe: {e}");
-                    match members.get(&uri) {
-                        Some(rs) => h
-                            .replicasets
-                            .entry(rs.clone())
-                            .or_default()
-                            .unreachable
-                            .push(uri),
+                    match w.membership.replicaset_of(&uri) {
+                        Some(rs) => h.replicasets.entry(rs).or_default().unreachable.push(uri),
                         None => h.unknown.push(uri),
                     }
                 }
             }
         }
-        learned.then(|| members.clone().into_iter().collect::<BTreeMap<_, _>>())
-    };
-    if let Some(m) = learned
-        && let Err(e) = w.store.put_members(&w.cfg.cluster, &m).await
-    {
-        tracing::warn!("cannot record the replicaset membership: {e}");
+    }
+    if let Some(m) = learned {
+        Membership::save(&w.store, &w.cfg.cluster, &m).await;
     }
     for r in h.replicasets.values_mut() {
         if r.masters.len() != 1 {
@@ -418,7 +198,7 @@ pub(crate) async fn of(w: &Worker, cluster: &str) -> Result<Health, ProbeError> 
         match request(
             "GET",
             peer,
-            "/tcf/api/v1/health",
+            health::PATH,
             token,
             None,
             w.cfg.connect_timeout + Duration::from_secs(2),
@@ -503,92 +283,4 @@ pub(crate) async fn from_outside(
         }
     }
     Ok((h, live))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rs(masters: &[&str]) -> ReplicasetHealth {
-        ReplicasetHealth {
-            masters: masters.iter().map(|m| (*m).to_owned()).collect(),
-            ..ReplicasetHealth::default()
-        }
-    }
-
-    fn healthy() -> Health {
-        let mut h = Health {
-            cluster: "B".into(),
-            ..Health::default()
-        };
-        h.replicasets.insert("u1".into(), rs(&["b1:3301"]));
-        h.incoming.insert("rs1".into(), ReplicasetState::Connecting);
-        h.applied.insert(
-            "rs1".into(),
-            Applied {
-                source_uuid: "a-u1".into(),
-                vclock: [(1, 42)].into_iter().collect(),
-                loading: false,
-            },
-        );
-        h
-    }
-
-    #[test]
-    fn a_replicaset_without_exactly_one_master_makes_the_cluster_unhealthy() {
-        let mut h = healthy();
-        assert_eq!(h.serving_problem(), None);
-        h.replicasets.insert("u2".into(), rs(&[]));
-        assert!(h.serving_problem().is_some_and(|p| p.contains("u2")));
-        h.replicasets.insert("u2".into(), rs(&["x", "y"]));
-        assert!(
-            h.serving_problem()
-                .is_some_and(|p| p.contains("2 writable"))
-        );
-        assert!(Health::default().serving_problem().is_some());
-    }
-
-    #[test]
-    fn promotion_needs_a_running_destination_and_a_finished_position() {
-        assert_eq!(healthy().promotion_problem(), None);
-        use ReplicasetState as S;
-        for state in [S::Loading, S::Gapped, S::Diverged, S::Stopped, S::Failed] {
-            let mut h = healthy();
-            h.incoming.insert("rs1".into(), state);
-            assert!(
-                h.promotion_problem()
-                    .is_some_and(|p| p.contains(state.as_str())),
-                "{state}"
-            );
-        }
-        let mut h = healthy();
-        if let Some(a) = h.applied.get_mut("rs1") {
-            a.loading = true;
-        }
-        assert!(h.promotion_problem().is_some_and(|p| p.contains("load")));
-        let mut h = healthy();
-        h.applied.clear();
-        assert!(h.promotion_problem().is_some());
-        let mut h = healthy();
-        h.incoming_error = Some("refused".into());
-        assert!(h.promotion_problem().is_some());
-    }
-
-    #[test]
-    fn a_repair_after_a_wal_gap_blocks_promotion() {
-        let mut h = healthy();
-        h.repairs.insert(
-            "rs1".into(),
-            "repair walk w after a WAL gap, chunk 3".into(),
-        );
-        let p = h.promotion_problem().unwrap_or_default();
-        assert!(p.contains("repairing after a WAL gap"), "{p}");
-        assert_eq!(h.repair_problem().as_deref(), Some(p.as_str()));
-    }
-
-    #[test]
-    fn the_loss_point_is_keyed_by_source_uuid() {
-        let lp = healthy().loss_point();
-        assert_eq!(lp.get("a-u1").map(|v| v.get(1)), Some(42));
-    }
 }

@@ -37,7 +37,7 @@ use tcf_api::{
         SwitchoverResult,
     },
     verify::{WalkMode, WalkRequest},
-    worker::{CoordinatorInfo, FenceState, Info, UnmarkedCommits, UnmarkedReading},
+    worker::{CoordinatorInfo, FenceState, Info},
 };
 use tcf_common::auth::{Role, RoleGuard, check, require_role};
 
@@ -69,7 +69,7 @@ pub(crate) fn router(w: Arc<Worker>, metrics: PrometheusHandle) -> Router {
         .route("/tcf/failover", post(failover))
         .route("/tcf/resync", post(resync))
         .route("/tcf/api/v1/info", get(info))
-        .route("/tcf/api/v1/health", get(health))
+        .route(tcf_api::health::PATH, get(health))
         .route("/tcf/api/v1/view", get(view))
         .route("/tcf/api/v1/overview", get(overview))
         .route("/tcf/api/v1/lag", get(lag))
@@ -304,7 +304,6 @@ pub(crate) async fn info_of(w: &Worker) -> Info {
         Some(r) => Some(crate::replicators::info(r).await),
         None => None,
     };
-    let unmarked = &v.unmarked;
     Info {
         federation: w.cfg.federation.clone(),
         cluster: w.cfg.cluster.clone(),
@@ -320,24 +319,7 @@ pub(crate) async fn info_of(w: &Worker) -> Info {
         fence: v.fence.map(|(fenced, term)| FenceState { fenced, term }),
         fence_error: v.fence_error.clone(),
         replicator_error: v.replicator_error.clone(),
-        unmarked_commits: UnmarkedCommits {
-            alarm: unmarked.alarm,
-            count: unmarked.count,
-            since_ms: unmarked.since_ms,
-            instances: unmarked
-                .instances
-                .iter()
-                .map(|(uuid, r)| {
-                    let reading = UnmarkedReading {
-                        uri: r.uri.clone(),
-                        replicaset: r.replicaset.clone(),
-                        count: r.count,
-                    };
-                    (uuid.clone(), reading)
-                })
-                .collect(),
-            error: unmarked.error.clone(),
-        },
+        unmarked_commits: w.unmarked.info(),
         replicators,
         history,
         leader: v.leader.clone(),

@@ -16,6 +16,7 @@ mod failover;
 mod fence;
 pub mod health;
 mod http;
+mod membership;
 mod metrics;
 pub mod peers;
 mod reconcile;
@@ -125,12 +126,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         view: Mutex::new(View::default()),
         campaign: Arc::default(),
         acting: tokio::sync::Mutex::new(()),
-        membership: health::Membership::default(),
+        membership: membership::Membership::default(),
+        unmarked: unmarked::Alarm::default(),
         verdict: Mutex::default(),
         lag: console::lag::LagLog::default(),
     });
     tokio::select! {
-        () = w.membership.load(&w) => {}
+        () = w.membership.load(&w.store, &cfg.cluster) => {}
         () = shutdown.cancelled() => return served.await,
     }
     let lease = election::LeaseUse {

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::{
     Worker, election, fence, health, metrics, peers, replicators, resync,
     store::{FedState, Phase, StoreError, SwitchRecord},
-    switch, unmarked,
+    switch,
 };
 
 /// Polls between two re-applications of an unchanged fence: instances
@@ -219,7 +219,9 @@ impl Worker {
             n.is_multiple_of(FENCE_REAPPLY_EVERY),
         )
         .await;
-        unmarked::check(self, &state, n).await;
+        let active = state.status(&self.cfg.cluster) == Some(Status::Active);
+        let fenced = matches!(self.view().fence, Some((true, _)));
+        self.unmarked.check(&self.cfg, active, fenced, n).await;
         if n.is_multiple_of(SHIP_TAIL_EVERY) {
             resync::ship_tail_step(self, &state).await;
         }

@@ -5,7 +5,8 @@
 //! Steps, under the worker's acting lock: the pair coming into this cluster
 //! is stopped; each master's progress rows for the active cluster are marked
 //! `loading` (a durable request: the destination starts an initial load that
-//! truncates the replicated spaces first, also after a restart); then one
+//! truncates the replicated spaces first, also after a restart; the rows'
+//! own definition does it, `tcf_api::progress::Op::MarkReload`); then one
 //! etcd transaction turns `diverged` into `passive` (same term) with a
 //! history entry carrying the tail report. The coordinator's reconciliation
 //! starts the incoming pair, whose load makes this cluster an exact copy.
@@ -19,12 +20,12 @@
 
 use std::collections::BTreeMap;
 
-use rmpv::Value;
 use tcf_iproto::{Connection, Vclock};
 use tracing::info;
 
 use tcf_api::{
     operator::{ResyncAnswer, ResyncReport, ResyncResult, Tail},
+    progress,
     worker::{HistoryOutcome, SwitchKind},
 };
 
@@ -34,25 +35,6 @@ use crate::{
     health, replicators,
     store::{HistoryEntry, StoreError, now_ms},
 };
-
-const MARK: &str = r"
-local cluster, names = ...
-local clock = require('clock')
-for _, rs in ipairs(names) do
-    for _, name in ipairs({'_tcf_progress_memtx', '_tcf_progress_vinyl'}) do
-        local s = box.space[name]
-        if s == nil then
-            error('tcf_schema: no space ' .. name .. ': the incoming destination never ran here', 0)
-        end
-        local t = s:get{cluster, rs}
-        s:replace{cluster, rs, setmetatable({}, {__serialize = 'map'}), t and t[4] or '',
-                  'loading', clock.time(), t and t[7] or 'tcf-worker', t and t[8] or ''}
-    end
-    local l = box.space._tcf_progress_local
-    if l ~= nil then l:delete{cluster, rs} end
-end
-return true
-";
 
 /// A resync that did not start.
 #[derive(Debug, thiserror::Error)]
@@ -126,21 +108,20 @@ pub(crate) async fn resync(w: &Worker, requested_by: String) -> Result<ResyncAns
     replicators::set_pair(&r.incoming, r.token.expose(), false, state.term)
         .await
         .map_err(|e| ResyncError::Failed(format!("stopping the incoming pair: {e}")))?;
-    let names: Vec<Value> = sources.iter().map(|s| Value::from(s.as_str())).collect();
     for uri in &masters {
         let fail = |e: String| ResyncError::Failed(format!("{uri}: {e}"));
         let conn = Connection::connect(uri, &w.cfg.connect_options())
             .await
             .map_err(|e| fail(e.to_string()))?;
-        conn.eval(
-            MARK,
-            &[
-                Value::from(w.cfg.peer.as_str()),
-                Value::Array(names.clone()),
-            ][..],
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        for rs in &sources {
+            let op = progress::Op::MarkReload {
+                cluster: &w.cfg.peer,
+                replicaset: rs,
+            };
+            conn.eval(progress::LUA, &op.args()[..])
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
     }
     let report = ResyncReport {
         cluster: me.clone(),

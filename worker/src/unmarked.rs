@@ -9,124 +9,160 @@
 //! the cluster becomes active, the alarm is lowered and the triggers are
 //! removed (`tcf_unmarked_v1(false)`, which also resets the count).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
 use rmpv::Value;
-use serde::Serialize;
+use tcf_api::worker::{UnmarkedCommits, UnmarkedReading};
 use tcf_iproto::{ConnectOptions, Connection};
 use tracing::{info, warn};
 
-use crate::{
-    Status, Worker, metrics,
-    store::{FedState, now_ms},
-};
+use crate::{Config, metrics, store::now_ms};
 
 const LUA: &str = include_str!("../lua/tcf_unmarked_v1.lua");
 
 /// The counters are read every this many polls.
 const EVERY: u64 = 2;
 
-/// What this worker knows of unmarked writes on its cluster; served as
-/// `unmarked_commits` by `GET /tcf/api/v1/info`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Unmarked {
+/// The unmarked-write alarm of this worker's cluster: its state, owned
+/// here; the worker holds one and calls [`Alarm::check`] every poll.
+#[derive(Debug, Default)]
+pub(crate) struct Alarm(Mutex<Unmarked>);
+
+/// What this worker knows of unmarked writes on its cluster.
+#[derive(Debug, Clone, Default)]
+struct Unmarked {
     /// Raised by an unmarked write seen while this cluster is not active;
     /// lowered when it becomes active.
-    pub(crate) alarm: bool,
+    alarm: bool,
     /// Unmarked writes seen since this cluster was last active.
-    pub(crate) count: u64,
+    count: u64,
     /// When the alarm was raised (ms since the Unix epoch).
-    pub(crate) since_ms: Option<u64>,
+    since_ms: Option<u64>,
     /// The last reading of each master, by instance UUID.
-    pub(crate) instances: BTreeMap<String, Reading>,
-    /// Why the last reading failed (joined with `; `), `null` after a success.
-    pub(crate) error: Option<String>,
+    instances: BTreeMap<String, Reading>,
+    /// Why the last reading failed (joined with `; `), `None` after a success.
+    error: Option<String>,
     /// The triggers are known to be removed from every master.
-    #[serde(skip)]
     removed: bool,
 }
 
 /// One master's counter.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Reading {
+#[derive(Debug, Clone)]
+struct Reading {
     /// The instance (`host:port`, as configured).
-    pub(crate) uri: String,
+    uri: String,
     /// Its replicaset UUID.
-    pub(crate) replicaset: String,
+    replicaset: String,
     /// Unmarked writes it counted since its triggers were installed.
-    pub(crate) count: u64,
+    count: u64,
     /// Identifies that installation: the counter restarts with a new one.
-    #[serde(skip)]
     epoch: String,
 }
 
-/// One poll's step: reads the counters while this cluster is not active
-/// (and fenced by this worker), and lowers the alarm and removes the
-/// triggers once it is active.
-pub(crate) async fn check(w: &Worker, state: &FedState, n: u64) {
-    if !n.is_multiple_of(EVERY) {
-        return;
+impl Alarm {
+    fn lock(&self) -> MutexGuard<'_, Unmarked> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    let opts = w.cfg.connect_options();
-    if state.status(&w.cfg.cluster) == Some(Status::Active) {
-        let (alarm, removed) = {
-            let mut v = w.view();
-            let u = &mut v.unmarked;
-            let was = (u.alarm, u.removed);
-            *u = Unmarked {
-                removed: u.removed,
-                ..Unmarked::default()
+
+    /// The unmarked writes a switchover to this cluster must account for:
+    /// the count while the alarm is raised (at least 1), else 0.
+    pub(crate) fn writes(&self) -> u64 {
+        let u = self.lock();
+        if u.alarm { u.count.max(1) } else { 0 }
+    }
+
+    /// `unmarked_commits` of `GET /tcf/api/v1/info`.
+    pub(crate) fn info(&self) -> UnmarkedCommits {
+        let u = self.lock();
+        UnmarkedCommits {
+            alarm: u.alarm,
+            count: u.count,
+            since_ms: u.since_ms,
+            instances: u
+                .instances
+                .iter()
+                .map(|(uuid, r)| {
+                    let reading = UnmarkedReading {
+                        uri: r.uri.clone(),
+                        replicaset: r.replicaset.clone(),
+                        count: r.count,
+                    };
+                    (uuid.clone(), reading)
+                })
+                .collect(),
+            error: u.error.clone(),
+        }
+    }
+
+    /// One poll's step (`n` counts the polls): reads the counters while
+    /// this cluster is not `active` and `fenced` by this worker, and lowers
+    /// the alarm and removes the triggers once it is active.
+    pub(crate) async fn check(&self, cfg: &Config, active: bool, fenced: bool, n: u64) {
+        if !n.is_multiple_of(EVERY) {
+            return;
+        }
+        let opts = cfg.connect_options();
+        if active {
+            let (alarm, removed) = {
+                let mut u = self.lock();
+                let was = (u.alarm, u.removed);
+                *u = Unmarked {
+                    removed: u.removed,
+                    ..Unmarked::default()
+                };
+                was
             };
-            was
-        };
-        if alarm {
-            info!(cluster = %w.cfg.cluster, "unmarked-write alarm lowered: the cluster is active");
+            if alarm {
+                info!(cluster = %cfg.cluster, "unmarked-write alarm lowered: the cluster is active");
+            }
+            ::metrics::gauge!(metrics::UNMARKED_ALARM).set(0.0);
+            if !removed {
+                let (_, errors) = read(&cfg.instances, &opts, false).await;
+                let mut u = self.lock();
+                u.removed = errors.is_empty();
+                u.error = (!errors.is_empty()).then(|| errors.join("; "));
+            }
+            return;
         }
-        ::metrics::gauge!(metrics::UNMARKED_ALARM).set(0.0);
-        if !removed {
-            let (_, errors) = read(&w.cfg.instances, &opts, false).await;
-            let mut v = w.view();
-            v.unmarked.removed = errors.is_empty();
-            v.unmarked.error = (!errors.is_empty()).then(|| errors.join("; "));
+        if !fenced {
+            return;
         }
-        return;
-    }
-    if !matches!(w.view().fence, Some((true, _))) {
-        return;
-    }
-    w.view().unmarked.removed = false;
-    let (readings, errors) = read(&w.cfg.instances, &opts, true).await;
-    let mut v = w.view();
-    let u = &mut v.unmarked;
-    let mut seen = 0;
-    for (uuid, r) in readings {
-        let delta = match u.instances.get(&uuid) {
-            Some(p) if p.epoch == r.epoch => r.count.saturating_sub(p.count),
-            _ => r.count,
-        };
-        if delta > 0 {
-            warn!(
-                cluster = %w.cfg.cluster,
-                replicaset = %r.replicaset,
-                instance = %uuid,
-                uri = %r.uri,
-                writes = delta,
-                "unmarked writes on a cluster that is not active: something other than tcf writes here"
-            );
+        self.lock().removed = false;
+        let (readings, errors) = read(&cfg.instances, &opts, true).await;
+        let mut u = self.lock();
+        let mut seen = 0;
+        for (uuid, r) in readings {
+            let delta = match u.instances.get(&uuid) {
+                Some(p) if p.epoch == r.epoch => r.count.saturating_sub(p.count),
+                _ => r.count,
+            };
+            if delta > 0 {
+                warn!(
+                    cluster = %cfg.cluster,
+                    replicaset = %r.replicaset,
+                    instance = %uuid,
+                    uri = %r.uri,
+                    writes = delta,
+                    "unmarked writes on a cluster that is not active: something other than tcf writes here"
+                );
+            }
+            seen += delta;
+            u.instances.insert(uuid, r);
         }
-        seen += delta;
-        u.instances.insert(uuid, r);
-    }
-    u.error = (!errors.is_empty()).then(|| errors.join("; "));
-    if seen > 0 {
-        ::metrics::counter!(metrics::UNMARKED_COMMITS).increment(seen);
-        u.count += seen;
-        if !u.alarm {
-            u.alarm = true;
-            u.since_ms = Some(now_ms());
+        u.error = (!errors.is_empty()).then(|| errors.join("; "));
+        if seen > 0 {
+            ::metrics::counter!(metrics::UNMARKED_COMMITS).increment(seen);
+            u.count += seen;
+            if !u.alarm {
+                u.alarm = true;
+                u.since_ms = Some(now_ms());
+            }
         }
+        ::metrics::gauge!(metrics::UNMARKED_ALARM).set(if u.alarm { 1.0 } else { 0.0 });
     }
-    ::metrics::gauge!(metrics::UNMARKED_ALARM).set(if u.alarm { 1.0 } else { 0.0 });
 }
 
 /// CALLs `tcf_unmarked_v1(watch)` on every reachable master: the readings by

@@ -18,6 +18,7 @@ use std::{
 
 use rmpv::Value;
 use tcf_api::{
+    progress::VerifyRow,
     replicator::WalkSummary,
     verify::{MismatchKey, MismatchKind, REPORT_KEYS_CAP, SpaceReport, WalkReport, WalkRequest},
 };
@@ -172,22 +173,13 @@ pub(crate) fn add(
     }
 }
 
-/// The rows `tcf_verify_v1_load` returns (`{engine, space, key, data}`) as a
-/// walk and its report; `None` when there is no walk.
-pub(crate) fn from_rows(rows: &[Value], source_cluster: &str) -> Option<(Walk, WalkReport)> {
-    let parts = |v: &Value| -> Option<(String, String, Value)> {
-        let a = v.as_array()?;
-        Some((
-            a.get(1)?.as_str()?.to_owned(),
-            a.get(2)?.as_str()?.to_owned(),
-            a.get(3)?.clone(),
-        ))
-    };
+/// The rows `tcf_verify_v1_load` returns as a walk and its report; `None`
+/// when there is no walk.
+pub(crate) fn from_rows(rows: &[VerifyRow], source_cluster: &str) -> Option<(Walk, WalkReport)> {
     let mut walk: Option<Walk> = None;
-    for (space, key, data) in rows.iter().filter_map(parts) {
-        if space.is_empty()
-            && key.is_empty()
-            && let Some(w) = Walk::from_value(&data)
+    for row in rows {
+        if row.is_walk()
+            && let Some(w) = Walk::from_value(&row.data)
             && walk.as_ref().is_none_or(|cur| w.seq > cur.seq)
         {
             walk = Some(w);
@@ -195,11 +187,14 @@ pub(crate) fn from_rows(rows: &[Value], source_cluster: &str) -> Option<(Walk, W
     }
     let walk = walk?;
     let mut r = report_of(&walk, source_cluster);
-    for (space, key, data) in rows.iter().filter_map(parts) {
+    for VerifyRow {
+        space, key, data, ..
+    } in rows
+    {
         if space.is_empty() {
             continue;
         }
-        let s = r.by_space.entry(space).or_default();
+        let s = r.by_space.entry(space.clone()).or_default();
         let m = data.as_map().cloned().unwrap_or_default();
         let get = |k: &str| {
             m.iter()

@@ -5,7 +5,7 @@
 //!
 //! A planned switchover also runs its prechecks ([`prechecks`]) before it
 //! writes anything: the state, the target's promotability (the
-//! coordinator's own [`crate::health::Health::promotion_problem`]), the lag
+//! coordinator's own [`tcf_api::health::Health::promotion_problem`]), the lag
 //! gate, the unmarked-write alarm and the reverse pair. A dry run stops
 //! after them.
 
