@@ -159,10 +159,10 @@ struct Session<'a> {
 type Inbound = mpsc::Receiver<Result<v1::GatewayMessage, tonic::Status>>;
 
 /// Decoded gateway messages queued ahead of the apply loop (each up to the
-/// gateway's `chunk_bytes`, 1 MiB by default): enough to keep a batch ready
-/// behind the one being applied, few enough to bound the memory of a
-/// destination catching up a backlog.
-const INBOUND_MESSAGES: usize = 8;
+/// gateway's `chunk_bytes`, 1 MiB by default). What is queued while a call
+/// is in flight makes the next batch: 8 shrank batches under load (from
+/// about 3,000 rows to 400-1,000) without a measurable gain in memory.
+const INBOUND_MESSAGES: usize = 32;
 
 /// An apply call written to the target, not yet answered.
 type Call = std::pin::Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send + Sync>>;
