@@ -85,8 +85,6 @@ struct RawBatch {
     max_rows: usize,
     #[serde(default = "default_max_bytes")]
     max_bytes: usize,
-    #[serde(default = "default_in_flight")]
-    in_flight: usize,
 }
 
 impl Default for RawBatch {
@@ -94,7 +92,6 @@ impl Default for RawBatch {
         Self {
             max_rows: default_max_rows(),
             max_bytes: default_max_bytes(),
-            in_flight: default_in_flight(),
         }
     }
 }
@@ -108,10 +105,6 @@ fn default_max_rows() -> usize {
     4000
 }
 /// Bytes of row payload per target transaction.
-fn default_in_flight() -> usize {
-    2
-}
-
 fn default_max_bytes() -> usize {
     4 << 20
 }
@@ -138,9 +131,6 @@ pub struct Batching {
     pub max_rows: usize,
     /// Payload bytes per target transaction.
     pub max_bytes: usize,
-    /// Apply calls in flight per replicaset (1 or 2): with 2, a memtx batch
-    /// is written to the target behind the one still being committed.
-    pub in_flight: usize,
 }
 
 /// The validated configuration.
@@ -249,12 +239,6 @@ impl Config {
                 "max_rows and max_bytes must be positive",
             ));
         }
-        if !(1..=2).contains(&raw.batch.in_flight) {
-            return Err(ConfigError::invalid(
-                key("batch.in_flight"),
-                format!("must be 1 or 2, not {}", raw.batch.in_flight),
-            ));
-        }
         if raw.repair_rows_per_second == 0 {
             return Err(ConfigError::invalid(
                 key("repair_rows_per_second"),
@@ -278,7 +262,6 @@ impl Config {
             batching: Batching {
                 max_rows: raw.batch.max_rows,
                 max_bytes: raw.batch.max_bytes,
-                in_flight: raw.batch.in_flight,
             },
             connect_timeout,
             request_timeout,

@@ -151,39 +151,9 @@ struct Session<'a> {
     spaces: Option<Vec<String>>,
     /// The replicaset's walk, as stored on the target.
     walk: Option<Walk>,
-    /// A memtx batch written to the target whose answer has not been read
-    /// (`batch.in_flight: 2`): the next memtx batch is written behind it.
-    in_flight: Option<InFlight>,
 }
 
 type Inbound = mpsc::Receiver<Result<v1::GatewayMessage, tonic::Status>>;
-
-/// Decoded gateway messages queued ahead of the apply loop (each up to the
-/// gateway's `chunk_bytes`, 1 MiB by default). What is queued while a call
-/// is in flight makes the next batch: 8 shrank batches under load (from
-/// about 3,000 rows to 400-1,000) without a measurable gain in memory.
-const INBOUND_MESSAGES: usize = 32;
-
-/// An apply call written to the target, not yet answered.
-type Call = std::pin::Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send + Sync>>;
-
-/// A batch whose apply call is in flight.
-struct InFlight {
-    call: Call,
-    batch: Sent,
-}
-
-/// What is kept of a batch once its call is written.
-struct Sent {
-    engine: Engine,
-    rows: u64,
-    bytes: usize,
-    transactions: u64,
-    /// Its position (empty for snapshot batches).
-    new: Vclock,
-    loading: bool,
-    started: std::time::Instant,
-}
 
 impl<'a> Session<'a> {
     async fn open(ctx: &'a Ctx, rs: &'a str, st: &'a StatusCell) -> Result<(Self, Inbound), End> {
@@ -283,7 +253,7 @@ impl<'a> Session<'a> {
                 });
             }
         };
-        let (tx, rx) = mpsc::channel(INBOUND_MESSAGES);
+        let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
             loop {
                 let msg = inbound.message().await;
@@ -321,7 +291,6 @@ impl<'a> Session<'a> {
                 gw_verify,
                 spaces: None,
                 walk,
-                in_flight: None,
             },
             rx,
         ))
@@ -329,28 +298,7 @@ impl<'a> Session<'a> {
 
     async fn run(&mut self, mut rx: Inbound, orders: &mut mpsc::Receiver<Order>) -> End {
         loop {
-            let idle_in_flight = if self.pending.is_empty() {
-                self.in_flight.take()
-            } else {
-                None
-            };
-            let next = if let Some(InFlight { mut call, batch }) = idle_in_flight {
-                // Nothing pending: whichever comes first, the next message or
-                // the answer to the batch in flight (acked at once).
-                tokio::select! {
-                    biased;
-                    r = &mut call => {
-                        if let Err(e) = self.completed(batch, r).await {
-                            return e;
-                        }
-                        continue;
-                    }
-                    m = rx.recv() => {
-                        self.in_flight = Some(InFlight { call, batch });
-                        m
-                    }
-                }
-            } else if self.pending.is_empty() {
+            let next = if self.pending.is_empty() {
                 tokio::select! {
                     m = rx.recv() => m,
                     Some(o) = orders.recv() => {
@@ -377,7 +325,7 @@ impl<'a> Session<'a> {
                     self.ctx.pool.failed(&self.gateway);
                     // What arrived before the stream broke is applied first;
                     // a failure of that apply (fatal or not) is the outcome.
-                    if let Err(e) = self.flush_all().await {
+                    if let Err(e) = self.flush().await {
                         return e;
                     }
                     return End::Retry(format!("gateway {}: {}", self.gateway, status.message()));
@@ -590,46 +538,20 @@ impl<'a> Session<'a> {
     /// The position including what is pending.
     fn applied_or_pending(&self) -> Vclock {
         let mut v = self.pos.current();
-        if let Some(f) = &self.in_flight {
-            v.merge(&f.batch.new);
-        }
         if let Some(p) = self.pending.vclock() {
             v.merge(p);
         }
         v
     }
 
-    /// Writes the pending batch to the target. A memtx streaming batch
-    /// goes behind the memtx batch in flight (its expected position is that
-    /// batch's new one), and then the answer to the older one is awaited and
-    /// acked; anything else first waits for the batch in flight and is
-    /// itself awaited. A failed call ends the session: the calls behind it
-    /// fail the compare-and-set (or, when its answer was lost after it
-    /// committed, apply in order), and the next session re-reads the
-    /// position from the target.
+    /// Applies the pending batch, then acks it.
     async fn flush(&mut self) -> Result<(), End> {
         let Some(batch) = self.pending.take() else {
             return Ok(());
         };
         let loading = batch.vclock.is_none();
-        let pipelined = !loading
-            && batch.engine == Engine::Memtx
-            && self.ctx.cfg.batching.in_flight > 1
-            && self.target.overlap_safe()
-            && self
-                .in_flight
-                .as_ref()
-                .is_none_or(|f| f.batch.engine == Engine::Memtx);
-        if !pipelined {
-            self.drain().await?;
-        }
         let (expected, new) = if loading {
             (Vclock::new(), Vclock::new())
-        } else if let Some(f) = &self.in_flight {
-            (
-                f.batch.new.clone(),
-                batch.vclock.clone().unwrap_or_default(),
-            )
         } else {
             (
                 self.pos.of(batch.engine),
@@ -637,77 +559,34 @@ impl<'a> Session<'a> {
             )
         };
         failpoint::hit("before_apply");
-        let mut call = Box::pin(self.target.apply(
-            &self.meta(batch.engine, &expected, &new, loading),
-            &batch.rows,
-        ));
-        let sent = Sent {
-            engine: batch.engine,
-            rows: batch.rows.len() as u64,
-            bytes: batch.bytes,
-            transactions: batch.transactions,
-            new,
-            loading,
-            started: std::time::Instant::now(),
-        };
-        drop(batch);
-        // Written now (the first poll encodes the frame), before the answer
-        // to the older batch is awaited.
-        if let std::task::Poll::Ready(r) = futures::poll!(call.as_mut()) {
-            self.drain().await?;
-            return self.completed(sent, r).await;
-        }
-        let older = self.in_flight.replace(InFlight { call, batch: sent });
-        if let Some(f) = older {
-            let r = f.call.await;
-            self.completed(f.batch, r).await?;
-        }
-        if !pipelined {
-            self.drain().await?;
-        }
-        Ok(())
-    }
-
-    /// Flushes the pending batch and waits for everything in flight.
-    async fn flush_all(&mut self) -> Result<(), End> {
-        self.flush().await?;
-        self.drain().await
-    }
-
-    /// Waits for the batch in flight, if any, and acks it.
-    async fn drain(&mut self) -> Result<(), End> {
-        match self.in_flight.take() {
-            Some(f) => {
-                let r = f.call.await;
-                self.completed(f.batch, r).await
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// The answer to a batch: records it and acks it, or ends the session.
-    async fn completed(&mut self, batch: Sent, result: Result<(), TargetError>) -> Result<(), End> {
+        let started = std::time::Instant::now();
+        let result = self
+            .target
+            .apply(
+                &self.meta(batch.engine, &expected, &new, loading),
+                &batch.rows,
+            )
+            .await;
         if let Err(e) = result {
-            self.in_flight = None;
             return Err(self.apply_failed(e, Some(batch.engine)).await);
         }
         metrics::histogram!(m::APPLY_SECONDS, m::REPLICASET => self.rs.to_owned())
-            .record(batch.started.elapsed().as_secs_f64());
+            .record(started.elapsed().as_secs_f64());
         failpoint::hit("after_commit");
         let rs = self.rs.to_owned();
-        let rows = batch.rows;
+        let rows = batch.rows.len() as u64;
         metrics::counter!(m::BATCHES_APPLIED, m::REPLICASET => rs.clone(), m::ENGINE => batch.engine.name()).increment(1);
         metrics::counter!(m::ROWS_APPLIED, m::REPLICASET => rs.clone()).increment(rows);
         metrics::counter!(m::BYTES_APPLIED, m::REPLICASET => rs.clone())
             .increment(batch.bytes as u64);
-        if batch.loading {
+        if loading {
             metrics::counter!(m::SNAPSHOT_ROWS, m::REPLICASET => rs).increment(rows);
             self.st.lock().rows_applied += rows;
             return Ok(());
         }
         metrics::counter!(m::TRANSACTIONS_APPLIED, m::REPLICASET => rs)
             .increment(batch.transactions);
-        let row = Some(self.row(&batch.new, false));
+        let row = Some(self.row(&new, false));
         match batch.engine {
             Engine::Memtx => self.pos.memtx = row,
             Engine::Vinyl => self.pos.vinyl = row,
@@ -717,7 +596,7 @@ impl<'a> Session<'a> {
             s.rows_applied += rows;
             s.transactions_applied += batch.transactions;
         }
-        self.ack(&batch.new).await;
+        self.ack(&new).await;
         failpoint::hit("after_ack");
         Ok(())
     }
@@ -753,7 +632,6 @@ impl<'a> Session<'a> {
     }
 
     async fn set_position(&mut self, v: &Vclock) -> Result<(), End> {
-        self.drain().await?;
         let empty = Vclock::new();
         if let Err(e) = self
             .target
@@ -807,7 +685,6 @@ impl<'a> Session<'a> {
         if self.loading
             || self.partial.is_some()
             || !self.pending.is_empty()
-            || self.in_flight.is_some()
             || processed.le(&current)
         {
             return Ok(());
@@ -836,7 +713,7 @@ impl<'a> Session<'a> {
     }
 
     async fn snapshot_begin(&mut self, b: v1::SnapshotBegin) -> Result<(), End> {
-        self.flush_all().await?;
+        self.flush().await?;
         self.source_uuid = b.source_uuid.clone();
         if b.spaces
             .iter()
@@ -895,7 +772,7 @@ impl<'a> Session<'a> {
     }
 
     async fn snapshot_end(&mut self, e: v1::SnapshotEnd) -> Result<(), End> {
-        self.flush_all().await?;
+        self.flush().await?;
         let v = Vclock::from(e.vclock.unwrap_or_default());
         self.set_position(&v).await?;
         self.loading = false;
@@ -977,7 +854,7 @@ impl Session<'_> {
     /// A chunk of the walk, in stream order: compared with the target and
     /// recorded (repaired) with the position, exactly once.
     async fn chunk(&mut self, c: v1::Chunk) -> Result<(), End> {
-        self.flush_all().await?;
+        self.flush().await?;
         let vclock = Vclock::from(c.vclock.clone().unwrap_or_default());
         if vclock.le(&self.pos.current()) {
             return Ok(());
@@ -1102,7 +979,7 @@ impl Session<'_> {
     /// every replicated space (one transaction); until that walk ends the
     /// target is not promotable.
     async fn gap(&mut self, g: v1::GapRestart) -> Result<(), End> {
-        self.flush_all().await?;
+        self.flush().await?;
         let after = Vclock::from(g.after.unwrap_or_default());
         let lost_from = Vclock::from(g.lost_from.unwrap_or_default());
         let spaces = self.spaces.clone().unwrap_or_default();

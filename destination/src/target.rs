@@ -13,8 +13,6 @@ use crate::instance::{self, TargetInstance};
 
 /// The Lua functions installed on the target (versioned by name).
 const LUA: &str = include_str!("../lua/tcf_v1.lua");
-/// Whether the target runs the memtx MVCC engine (`nil` before 2.10).
-const MVCC_LUA: &str = "return box.cfg.memtx_use_mvcc_engine == true";
 /// The version `tcf_v1_ensure` must report.
 const LUA_VERSION: u64 = 1;
 /// The verification functions (`docs/verify.md`), installed after [`LUA`].
@@ -242,13 +240,6 @@ pub(crate) struct ApplyRow {
     pub(crate) ops: Bytes,
 }
 
-impl ApplyRow {
-    /// An upper bound of its encoded size in an apply call.
-    fn encoded_len(&self) -> usize {
-        32 + self.key.len() + self.tuple.len() + self.ops.len()
-    }
-}
-
 /// What the apply function checks and writes with the data.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta<'a> {
@@ -269,8 +260,6 @@ pub(crate) struct Target {
     uri: String,
     instance: TargetInstance,
     catalog: Catalog,
-    /// `box.cfg.memtx_use_mvcc_engine` is on.
-    mvcc: bool,
 }
 
 impl Target {
@@ -320,31 +309,12 @@ impl Target {
         let catalog = Catalog::load(&conn)
             .await
             .map_err(|e| TargetError::Schema(e.to_string()))?;
-        let v = conn
-            .eval(MVCC_LUA, &[][..] as &[Value])
-            .await
-            .map_err(|e| TargetError::from_call(uri, e))?;
-        let mvcc = v
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         Ok(Self {
             conn,
             uri: uri.to_owned(),
             instance,
             catalog,
-            mvcc,
         })
-    }
-
-    /// Whether a memtx apply call may be written behind one still waiting
-    /// for its WAL write: only without the memtx MVCC engine, where a
-    /// read-write transaction sees the other's prepared progress row (with
-    /// MVCC it reads the committed one, fails the compare-and-set and is
-    /// aborted by the conflict).
-    pub(crate) fn overlap_safe(&self) -> bool {
-        !self.mvcc
     }
 
     /// The target replicaset's UUID.
@@ -436,34 +406,14 @@ impl Target {
             .map_err(|e| TargetError::from_call(&self.uri, e))
     }
 
-    /// Applies `rows` and the progress row in one target transaction. The
-    /// call is encoded now into an owned future that writes the request to
-    /// the connection when first polled, so the caller can put the next
-    /// batch on the wire behind it before waiting for this one's answer
-    /// (requests on one connection reach the target's tx thread in the
-    /// order written).
-    pub(crate) fn apply(
-        &self,
-        m: &Meta<'_>,
-        rows: &[ApplyRow],
-    ) -> impl Future<Output = Result<(), TargetError>> + Send + Sync + 'static {
-        let mut body =
-            Vec::with_capacity(256 + rows.iter().map(ApplyRow::encoded_len).sum::<usize>());
-        write::map_len(&mut body, 2);
-        write::uint(&mut body, u64::from(tcf_iproto::consts::key::FUNCTION_NAME));
-        write::str(&mut body, "tcf_v1_apply");
-        write::uint(&mut body, u64::from(tcf_iproto::consts::key::TUPLE));
-        write::array_len(&mut body, 2);
-        write_meta(&mut body, m);
-        write_rows(&mut body, rows);
-        let conn = self.conn.clone();
-        let uri = self.uri.clone();
-        async move {
-            conn.request_raw(request::CALL, &body)
-                .await
-                .map(drop)
-                .map_err(|e| TargetError::from_call(&uri, e))
-        }
+    /// Applies `rows` and the progress row in one target transaction.
+    pub(crate) async fn apply(&self, m: &Meta<'_>, rows: &[ApplyRow]) -> Result<(), TargetError> {
+        self.call_raw("tcf_v1_apply", |o| {
+            write::array_len(o, 2);
+            write_meta(o, m);
+            write_rows(o, rows);
+        })
+        .await
     }
 
     /// The connection to the target's master (verification reads).
