@@ -16,17 +16,34 @@
 //!    or on B (tcf) shows every row (polled every 10 ms, as the anchor does).
 //!    `ROUNDS` rounds in alternating order (native first in odd rounds, tcf
 //!    first in even ones); each round writes fresh keys.
-//! 2. **Lag at a steady rate**: transactions of `LAG_TX_ROWS` rows at
-//!    `LAG_ROWS_PER_S` for `LAG_SECS`, one EVAL per transaction, paced by a
-//!    tokio interval. The writer records the `Instant` each EVAL returned
-//!    (committed on A); a reader polls B's largest key every ~1 ms and
-//!    records the `Instant` each transaction's last row first appeared.
-//!    Lag = appearance - commit, both on this process's clock.
+//! 2. **Lag at a steady rate**: transactions of `LAG_TX_ROWS` rows (over a
+//!    rotating key range, plus a mark row carrying the transaction's sequence
+//!    number) at `LAG_ROWS_PER_S` for `LAG_SECS`, one CALL per transaction,
+//!    paced by a tokio interval (up to 4 CALLs in flight). The writer records
+//!    the `Instant` each CALL returned (committed on A); a reader polls B's
+//!    mark row every ~1 ms and records the `Instant` each transaction first
+//!    appeared. Lag = appearance - commit, both on this process's clock.
+//!    Then (`LAG_SWEEP`, 1) steps of 1.25x the rate while a step is
+//!    *sustained* (the writer kept 95 % of the rate and p99 stayed within
+//!    `LAG_BOUND_MS`), the highest sustained rate and what stopped the
+//!    sweep, and a step at 80 % of that rate.
 //! 3. **Peak RSS** (`VmHWM`) of the gateway and the destination(s).
 //! 4. **WAN**: the destination is replaced by one that reaches the gateway
 //!    through [`DelayProxy`] (`WAN_DELAY_MS` added each way, no bandwidth
 //!    cap); throughput of `N2` rows in transactions of `B`, next to the same
 //!    `N2` rows through the first destination just before (no proxy).
+//! 5. **Backlog**: with no destination running, `BACKLOG_ROWS` rows are
+//!    written on A; a fresh destination then catches up. Peak RSS of the
+//!    gateway (whole run) and of that destination.
+//! 6. **Scale-out**: a second federation of `SCALE_RS` replicasets per
+//!    cluster, one gateway and one destination; `SCALE_N` rows written to
+//!    one replicaset alone, then `SCALE_N` to each at once: aggregate rows/s
+//!    against one.
+//!
+//! CPU-µs per row (`cpu_us_per_row` lines, per round): CPU time of the
+//! gateway and destination processes (`utime + stime` of `/proc/PID/stat`)
+//! over the tcf leg, and of the tx (main) thread of B against the native
+//! replica's over the native leg, divided by the rows written.
 //!
 //! CPU use of every process (and of each Tarantool thread) during each phase
 //! is printed on `cpu` lines, from `/proc/PID/stat` and
@@ -40,8 +57,10 @@
 //! of stdout names each one's version.
 //!
 //! Environment (defaults in brackets): `N` [1000000], `B` [100], `ROUNDS`
-//! [2], `LAG_ROWS_PER_S` [20000], `LAG_SECS` [20], `LAG_TX_ROWS` [100], `N2`
-//! [200000], `WAN_DELAY_MS` [30], `SOURCE_REPLICATION_TIMEOUT_MS` [the
+//! [2], `LAG_ROWS_PER_S` [100000], `LAG_SECS` [20], `LAG_TX_ROWS` [100],
+//! `LAG_BOUND_MS` [500], `LAG_SWEEP` [1], `LAG_SWEEP_MAX` [2000000], `N2`
+//! [200000], `BACKLOG_ROWS` [5000000], `SCALE_RS` [4], `SCALE_N` [`N`],
+//! `WAN_DELAY_MS` [30], `SOURCE_REPLICATION_TIMEOUT_MS` [the
 //! harness's 250 ms: A's `replication_timeout` and the gateway's
 //! `source_replication_timeout`; the native pair keeps Tarantool's 1 s].
 //!
@@ -50,13 +69,14 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins && target/release/bench-federation
-//! N=200000 ROUNDS=1 target/release/bench-federation   # a quicker run
+//! N=200000 ROUNDS=1 LAG_SECS=5 BACKLOG_ROWS=500000 target/release/bench-federation   # quicker
 //! ```
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+mod cpu;
+mod lag;
+mod scale;
+
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use rmpv::Value;
@@ -67,21 +87,20 @@ use tcf_tests::{
     gateway::{GatewayOptions, RunningGateway},
     proxy::DelayProxy,
 };
-use tokio::time::MissedTickBehavior;
+
+use crate::{
+    cpu::{CpuProbe, proc_status},
+    lag::{Lagger, Step},
+};
 
 /// A wait fails after this long without progress.
 const STALL_LIMIT: Duration = Duration::from_secs(60);
 /// Poll period of the throughput runs (the anchor's `fiber.sleep(0.01)`).
 const LEN_POLL: Duration = Duration::from_millis(10);
-/// Poll period of the lag reader.
-const LAG_POLL: Duration = Duration::from_millis(1);
 /// `memtx_memory` of every instance.
 const MEMTX: u64 = 1 << 30;
 /// The peak RSS each tcf process should stay under, MiB.
 const RSS_TARGET_MIB: f64 = 64.0;
-/// Linux `USER_HZ`: the unit of utime/stime in `/proc/PID/stat`.
-const TICKS_PER_S: f64 = 100.0;
-
 /// The anchor's writer: rows `base + 0 .. base + n - 1`, `b` per transaction.
 const LOAD_LUA: &str = "local base, N, B = ... local s = box.space.test \
     for i = 0, N - 1, B do \
@@ -89,15 +108,6 @@ const LOAD_LUA: &str = "local base, N, B = ... local s = box.space.test \
       for j = i, math.min(i + B, N) - 1 do local k = base + j s:replace{k, 'payload-' .. k, k * 2} end \
       box.commit() \
     end";
-
-/// One transaction of the lag phase: rows `first ..= last`.
-const TX_LUA: &str = "local first, last = ... local s = box.space.test \
-    box.begin() \
-    for k = first, last do s:replace{k, 'payload-' .. k, k * 2} end \
-    box.commit()";
-
-/// The largest key of `test` (-1 when empty).
-const MAX_LUA: &str = "local t = box.space.test.index[0]:max() return t and t[1] or -1";
 
 fn env_or(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -115,7 +125,21 @@ struct Settings {
     lag_rows_per_s: u64,
     lag_secs: u64,
     lag_tx_rows: u64,
+    /// A step of the lag sweep counts as sustained while its p99 stays
+    /// within this many ms (and the writer keeps 95 % of the rate).
+    lag_bound_ms: u64,
+    /// Run the sweep for the highest sustained rate (`LAG_SWEEP`, 1).
+    lag_sweep: bool,
+    /// The sweep's upper limit, rows/s.
+    lag_sweep_max: u64,
     n2: u64,
+    /// Rows written on A while no destination runs (`BACKLOG_ROWS`,
+    /// 5,000,000; 0 skips the phase).
+    backlog_rows: u64,
+    /// Replicasets per cluster of the scale-out federation (`SCALE_RS`, 4;
+    /// 0 skips the phase) and rows written to each (`SCALE_N`, `N`).
+    scale_rs: u64,
+    scale_n: u64,
     wan_delay: Duration,
     /// `SOURCE_REPLICATION_TIMEOUT_MS`: A's `replication_timeout` and the
     /// gateway's `source_replication_timeout` (default: the harness's).
@@ -127,10 +151,16 @@ fn main() -> anyhow::Result<()> {
         n: env_or("N", 1_000_000)?,
         b: env_or("B", 100)?.max(1),
         rounds: env_or("ROUNDS", 2)?.max(1),
-        lag_rows_per_s: env_or("LAG_ROWS_PER_S", 20_000)?.max(1),
+        lag_rows_per_s: env_or("LAG_ROWS_PER_S", 100_000)?.max(1),
         lag_secs: env_or("LAG_SECS", 20)?.max(1),
         lag_tx_rows: env_or("LAG_TX_ROWS", 100)?.max(1),
+        lag_bound_ms: env_or("LAG_BOUND_MS", 500)?,
+        lag_sweep: env_or("LAG_SWEEP", 1)? != 0,
+        lag_sweep_max: env_or("LAG_SWEEP_MAX", 2_000_000)?,
         n2: env_or("N2", 200_000)?,
+        backlog_rows: env_or("BACKLOG_ROWS", 5_000_000)?,
+        scale_rs: env_or("SCALE_RS", 4)?,
+        scale_n: env_or("SCALE_N", env_or("N", 1_000_000)?)?,
         wan_delay: Duration::from_millis(env_or("WAN_DELAY_MS", 30)?),
         source_replication_timeout: match std::env::var("SOURCE_REPLICATION_TIMEOUT_MS") {
             Ok(_) => Some(Duration::from_millis(env_or(
@@ -254,6 +284,7 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         let native_first = round % 2 == 1;
         let mut native_rate = 0.0;
         let mut tcf_rate = 0.0;
+        let (mut native_cpu, mut tcf_cpu) = (None, None);
         for leg in 0..2 {
             if (leg == 0) == native_first {
                 cpu.start();
@@ -261,7 +292,7 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
                     .await
                     .context("native run")?;
                 native_next += s.n;
-                cpu.report(&format!("round {round} native"));
+                native_cpu = Some(cpu.report(&format!("round {round} native")));
                 eprintln!("round {round} native: {r}");
                 native_rate = r.rows_per_s();
             } else {
@@ -271,7 +302,7 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
                     .await
                     .context("tcf run")?;
                 a_next += s.n;
-                cpu.report(&format!("round {round} tcf"));
+                tcf_cpu = Some(cpu.report(&format!("round {round} tcf")));
                 let after = PipelineCounters::read(&gateway, &destination).await;
                 before.report(&after, &format!("round {round} tcf"), r.total);
                 eprintln!("round {round} tcf: {r}");
@@ -290,6 +321,9 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
             s.b,
             tcf_rate / native_rate
         );
+        if let (Some(nc), Some(tc)) = (&native_cpu, &tcf_cpu) {
+            cpu::print_per_row(round, nc, tc, s.n);
+        }
         native_rates.push(native_rate);
         tcf_rates.push(tcf_rate);
     }
@@ -304,18 +338,41 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         );
     }
 
-    // 2. Lag at a steady rate.
+    // 2. Lag at a steady rate, then the highest rate sustained with a
+    // bounded lag, then the lag at 80 % of that.
     cpu.start();
     let before = PipelineCounters::read(&gateway, &destination).await;
     let lag_started = Instant::now();
-    let lag = steady_lag(&a_writer, b.master(), a_next, s, &destination)
+    let mut lagger = Lagger {
+        w: &a_writer,
+        target: b.master(),
+        dest: &destination,
+        next_row: 0,
+        next_seq: 0,
+    };
+    let step = |rows_per_s: u64| Step {
+        rows_per_s,
+        secs: s.lag_secs,
+        tx_rows: s.lag_tx_rows,
+    };
+    let lag = lagger
+        .step(&step(s.lag_rows_per_s))
         .await
         .context("lag run")?;
-    a_next += lag.rows;
     cpu.report("lag");
     let after = PipelineCounters::read(&gateway, &destination).await;
     before.report(&after, "lag", lag_started.elapsed());
     println!("{lag}");
+    if s.lag_sweep {
+        lag::sweep(
+            &mut lagger,
+            &lag,
+            s.lag_bound_ms as f64,
+            s.lag_sweep_max,
+            step,
+        )
+        .await?;
+    }
 
     // The WAN run's reference: the same N2 without the proxy.
     let wan_s = Settings { n: s.n2, ..*s };
@@ -360,6 +417,7 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
     let r = throughput(&a_writer, b.master(), a_next, &wan_s, Some(&wan_dest))
         .await
         .context("WAN run")?;
+    a_next += s.n2;
     cpu.report("wan");
     let after = PipelineCounters::read(&gateway, &wan_dest).await;
     before.report(&after, "wan", r.total);
@@ -375,22 +433,87 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         proxy.bytes_forwarded()
     );
 
+    let wan_hwm = proc_status(wan_pid)?.hwm_kib as f64 / 1024.0;
+    drop(proxy);
+
+    // 5. A backlog: `BACKLOG_ROWS` written on A while no destination runs,
+    // then a fresh destination catches up; peak RSS of both.
+    let mut backlog_hwm = None;
+    wan_dest
+        .process
+        .stop()
+        .await
+        .context("stopping the WAN destination")?;
+    if s.backlog_rows > 0 {
+        let want = len(&a_writer).await? + s.backlog_rows;
+        let t0 = Instant::now();
+        a_writer
+            .eval(
+                LOAD_LUA,
+                &[Value::from(a_next), s.backlog_rows.into(), s.b.into()][..],
+            )
+            .await
+            .context("writing the backlog on A")?;
+        let written = t0.elapsed();
+        let dest = RunningDestination::start(&gateway, "B", &[("rs1", b.uris())], &[])
+            .await
+            .context("starting the destination for the backlog")?;
+        let pid = dest
+            .process
+            .pid()
+            .context("the backlog destination is not running")?;
+        cpu.replace("destination", pid);
+        cpu.start();
+        let t1 = Instant::now();
+        wait_rows(b.master(), want, Some(&dest))
+            .await
+            .context("backlog catch-up")?;
+        let caught_up = t1.elapsed();
+        cpu.report("backlog");
+        let hwm = proc_status(pid)?.hwm_kib as f64 / 1024.0;
+        println!(
+            "backlog_rows={} written_in_s={:.1} caught_up_in_s={:.1} catch_up_rows_per_s={:.0} \
+             backlog_destination_peak_rss_mib={hwm:.1}",
+            s.backlog_rows,
+            written.as_secs_f64(),
+            caught_up.as_secs_f64(),
+            s.backlog_rows as f64 / caught_up.as_secs_f64().max(1e-9)
+        );
+        backlog_hwm = Some(hwm);
+        dest.process
+            .stop()
+            .await
+            .context("stopping the backlog destination")?;
+    }
+
     // 3, printed last: peaks over the whole run.
     let gw = proc_status(gateway_pid)?;
-    let wan = proc_status(wan_pid)?;
     let gw_hwm = gw.hwm_kib as f64 / 1024.0;
-    let wan_hwm = wan.hwm_kib as f64 / 1024.0;
     let verdict = |v: f64| if v <= RSS_TARGET_MIB { "ok" } else { "OVER" };
     println!(
         "gateway_peak_rss_mib={gw_hwm:.1} ({}) destination_peak_rss_mib={dest_hwm:.1} ({}) \
-         wan_destination_peak_rss_mib={wan_hwm:.1} ({}) target_mib={RSS_TARGET_MIB:.0} \
+         wan_destination_peak_rss_mib={wan_hwm:.1} ({}) backlog_destination_peak_rss_mib={} \
+         backlog_rows={} target_mib={RSS_TARGET_MIB:.0} \
          gateway_rss_mib={:.1} destination_rss_mib_at_end={dest_rss:.1}",
         verdict(gw_hwm),
         verdict(dest_hwm),
         verdict(wan_hwm),
+        backlog_hwm.map_or("-".to_owned(), |h| format!("{h:.1} ({})", verdict(h))),
+        s.backlog_rows,
         gw.rss_kib as f64 / 1024.0,
     );
-    drop(proxy);
+
+    // 6. Scale-out: a federation of `SCALE_RS` replicasets per cluster.
+    if s.scale_rs > 0 {
+        gateway
+            .process
+            .stop()
+            .await
+            .context("stopping the gateway")?;
+        scale::run(s.scale_rs, s.scale_n, s.b)
+            .await
+            .context("scale-out")?;
+    }
     Ok(())
 }
 
@@ -469,12 +592,39 @@ async fn throughput(
     s: &Settings,
     dest: Option<&RunningDestination>,
 ) -> anyhow::Result<Run> {
-    let want = base + s.n;
+    // The lag phase's rows are not counted from 0: the reader must reach
+    // the source's count.
+    let want = len(w).await? + s.n;
     let t0 = Instant::now();
     w.eval(LOAD_LUA, &[Value::from(base), s.n.into(), s.b.into()][..])
         .await
         .context("the writer's EVAL")?;
     let write = t0.elapsed();
+    wait_rows(reader, want, dest).await?;
+    Ok(Run {
+        rows: s.n,
+        write,
+        total: t0.elapsed(),
+    })
+}
+
+/// `box.space.test:len()` over `c`.
+async fn len(c: &Connection) -> anyhow::Result<u64> {
+    let v = c
+        .eval("return box.space.test:len()", &[][..] as &[Value])
+        .await
+        .context("reading the source's row count")?;
+    tcf_tests::first(v)
+        .as_u64()
+        .context("len() is not a number")
+}
+
+/// Waits until `reader` holds exactly `want` rows in `test`.
+async fn wait_rows(
+    reader: &Tarantool,
+    want: u64,
+    dest: Option<&RunningDestination>,
+) -> anyhow::Result<()> {
     let mut last = (u64::MAX, Instant::now());
     loop {
         let len = reader
@@ -488,11 +638,7 @@ async fn throughput(
                 "{} holds {len} rows, expected {want}",
                 reader.label()
             );
-            return Ok(Run {
-                rows: s.n,
-                write,
-                total: t0.elapsed(),
-            });
+            return Ok(());
         }
         if len != last.0 {
             last = (len, Instant::now());
@@ -520,244 +666,6 @@ async fn diagnostics(dest: Option<&RunningDestination>) -> String {
         "\ndestination status: {status}\ndestination log tail:\n{}",
         d.process.log_tail(30)
     )
-}
-
-/// Result of the steady-rate phase.
-struct Lag {
-    rows: u64,
-    txs: usize,
-    target_rows_per_s: u64,
-    achieved_rows_per_s: f64,
-    /// appearance - commit, milliseconds, sorted.
-    lags_ms: Vec<f64>,
-}
-
-impl std::fmt::Display for Lag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let p = |q: usize| percentile(&self.lags_ms, q);
-        let early = self.lags_ms.iter().filter(|l| **l < 0.0).count();
-        write!(
-            f,
-            "lag_target_rows_per_s={} achieved_rows_per_s={:.0} txs={} rows={} \
-             lag_ms_p50={:.1} lag_ms_p99={:.1} lag_ms_max={:.1} lag_ms_min={:.1} seen_before_commit_reply={early}",
-            self.target_rows_per_s,
-            self.achieved_rows_per_s,
-            self.txs,
-            self.rows,
-            p(50),
-            p(99),
-            p(100),
-            self.lags_ms.first().copied().unwrap_or(f64::NAN),
-        )
-    }
-}
-
-/// Transactions of `s.lag_tx_rows` rows at `s.lag_rows_per_s` for
-/// `s.lag_secs`, keys from `base`; lag of each on this process's clock.
-async fn steady_lag(
-    w: &Connection,
-    target: &Tarantool,
-    base: u64,
-    s: &Settings,
-    dest: &RunningDestination,
-) -> anyhow::Result<Lag> {
-    let tx_rows = s.lag_tx_rows;
-    let tx_per_s = (s.lag_rows_per_s as f64 / tx_rows as f64).max(1.0);
-    let txs = (tx_per_s * s.lag_secs as f64).round() as u64;
-    let period = Duration::from_secs_f64(1.0 / tx_per_s);
-    let reader_conn = writer(target).await?;
-    // The reader: every ~1 ms, B's largest key; transaction k is visible once
-    // key `base + (k + 1) * tx_rows - 1` is (B applies in source order).
-    let reader = tokio::spawn(async move {
-        let mut seen: Vec<Instant> = Vec::with_capacity(txs as usize);
-        let mut progress = Instant::now();
-        while (seen.len() as u64) < txs {
-            let max = reader_conn
-                .eval(MAX_LUA, &[][..] as &[Value])
-                .await
-                .context("polling B's largest key")?;
-            let now = Instant::now();
-            let max = tcf_tests::first(max).as_i64().context("max key")?;
-            let visible = if max < base as i64 {
-                0
-            } else {
-                ((max as u64 - base + 1) / tx_rows).min(txs)
-            };
-            if visible > seen.len() as u64 {
-                seen.resize(visible as usize, now);
-                progress = now;
-            } else if progress.elapsed() > STALL_LIMIT {
-                bail!(
-                    "no progress for {STALL_LIMIT:?}: {} of {txs} transactions visible on B",
-                    seen.len()
-                );
-            }
-            tokio::time::sleep(LAG_POLL).await;
-        }
-        anyhow::Ok(seen)
-    });
-    let mut committed = Vec::with_capacity(txs as usize);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let t0 = Instant::now();
-    for k in 0..txs {
-        tick.tick().await;
-        let first = base + k * tx_rows;
-        let last = first + tx_rows - 1;
-        w.eval(TX_LUA, &[Value::from(first), last.into()][..])
-            .await
-            .with_context(|| format!("transaction {k} of the lag run"))?;
-        committed.push(Instant::now());
-    }
-    let write = t0.elapsed();
-    let seen = match reader.await.context("the lag reader panicked")? {
-        Ok(seen) => seen,
-        Err(e) => bail!("{e:#}{}", diagnostics(Some(dest)).await),
-    };
-    let mut lags_ms: Vec<f64> = committed
-        .iter()
-        .zip(&seen)
-        .map(|(c, s)| {
-            if s >= c {
-                s.duration_since(*c).as_secs_f64() * 1e3
-            } else {
-                -(c.duration_since(*s).as_secs_f64() * 1e3)
-            }
-        })
-        .collect();
-    lags_ms.sort_by(f64::total_cmp);
-    Ok(Lag {
-        rows: txs * tx_rows,
-        txs: txs as usize,
-        target_rows_per_s: s.lag_rows_per_s,
-        achieved_rows_per_s: (txs * tx_rows) as f64 / write.as_secs_f64(),
-        lags_ms,
-    })
-}
-
-/// The `p`-th percentile (nearest rank) of sorted `v`; NaN when empty.
-fn percentile(v: &[f64], p: usize) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * v.len()).div_ceil(100).clamp(1, v.len());
-    v.get(rank - 1).copied().unwrap_or(f64::NAN)
-}
-
-/// `VmRSS` and `VmHWM` of a process, KiB.
-struct ProcStatus {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn proc_status(pid: u32) -> anyhow::Result<ProcStatus> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok(ProcStatus {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-    })
-}
-
-/// `(comm, utime + stime)` from the text of a `/proc/.../stat` file.
-fn stat_ticks(stat: &str) -> Option<(String, u64)> {
-    // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
-    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after comm.
-    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Some((comm, ticks(11) + ticks(12)))
-}
-
-/// CPU ticks of a process: its total (exited threads included) and the
-/// live threads' ticks summed by thread name.
-fn cpu_ticks(pid: u32) -> (u64, BTreeMap<String, u64>) {
-    let total = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| stat_ticks(&s))
-        .map_or(0, |(_, t)| t);
-    let mut threads = BTreeMap::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Some((comm, t)) = std::fs::read_to_string(task.path().join("stat"))
-                .ok()
-                .and_then(|s| stat_ticks(&s))
-            {
-                *threads.entry(comm).or_default() += t;
-            }
-        }
-    }
-    (total, threads)
-}
-
-/// Per-process (and per-thread-name) CPU share over a phase.
-struct CpuProbe {
-    procs: Vec<(&'static str, u32)>,
-    start: Vec<(u64, BTreeMap<String, u64>)>,
-    at: Instant,
-}
-
-impl CpuProbe {
-    fn new(procs: Vec<(&'static str, u32)>) -> Self {
-        Self {
-            procs,
-            start: Vec::new(),
-            at: Instant::now(),
-        }
-    }
-
-    fn replace(&mut self, label: &str, pid: u32) {
-        for p in &mut self.procs {
-            if p.0 == label {
-                p.1 = pid;
-            }
-        }
-    }
-
-    fn start(&mut self) {
-        self.start = self.procs.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
-        self.at = Instant::now();
-    }
-
-    /// Prints `cpu phase=… label=P% (thread=P% …) …` in percent of one core;
-    /// `exited=` is the time of threads that ended during the phase.
-    fn report(&self, phase: &str) {
-        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
-        let pct = |ticks: u64| ticks as f64 / TICKS_PER_S / wall * 100.0;
-        let mut line = format!("cpu phase=\"{phase}\" wall_s={wall:.2}");
-        let mut sum = 0;
-        for ((label, pid), (total_before, before)) in self.procs.iter().zip(&self.start) {
-            let (total_now, now) = cpu_ticks(*pid);
-            let total = total_now.saturating_sub(*total_before);
-            sum += total;
-            let mut threads = Vec::new();
-            let mut live = 0;
-            for (name, t) in &now {
-                let d = t.saturating_sub(before.get(name).copied().unwrap_or(0));
-                live += d;
-                if d > 0 {
-                    threads.push(format!("{name}={:.0}", pct(d)));
-                }
-            }
-            if total > live {
-                threads.push(format!("exited={:.0}", pct(total - live)));
-            }
-            line.push_str(&format!(
-                " {label}={:.0}% ({})",
-                pct(total),
-                threads.join(" ")
-            ));
-        }
-        line.push_str(&format!(" all={:.0}%", pct(sum)));
-        println!("{line}");
-    }
 }
 
 /// Counters of the gateway and the destination, from `/metrics`.
