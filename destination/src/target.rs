@@ -293,43 +293,33 @@ impl Target {
                 reason,
             });
         }
-        let v = conn
-            .eval(progress::LUA, &[][..] as &[Value])
-            .await
-            .map_err(|e| TargetError::from_call(uri, e))?;
-        let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
-        if version != Some(progress::VERSION) {
-            return Err(TargetError::Schema(format!(
-                "tcf progress layout reports version {version:?}, expected {}",
-                progress::VERSION
-            )));
-        }
-        conn.eval(LUA, &[][..] as &[Value])
-            .await
-            .map_err(|e| TargetError::from_call(uri, e))?;
-        let v = conn
-            .call("tcf_v1_ensure", &[][..] as &[Value])
-            .await
-            .map_err(|e| TargetError::from_call(uri, e))?;
-        let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
-        if version != Some(LUA_VERSION) {
-            return Err(TargetError::Schema(format!(
-                "tcf functions report version {version:?}, expected {LUA_VERSION}"
-            )));
-        }
-        conn.eval(VERIFY_LUA, &[][..] as &[Value])
-            .await
-            .map_err(|e| TargetError::from_call(uri, e))?;
-        let v = conn
-            .call("tcf_verify_v1_ensure", &[][..] as &[Value])
-            .await
-            .map_err(|e| TargetError::from_call(uri, e))?;
-        let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
-        if version != Some(LUA_VERSION) {
-            return Err(TargetError::Schema(format!(
-                "tcf verification functions report version {version:?}, expected {LUA_VERSION}"
-            )));
-        }
+        install(
+            &conn,
+            uri,
+            progress::LUA,
+            None,
+            "progress layout",
+            progress::VERSION,
+        )
+        .await?;
+        install(
+            &conn,
+            uri,
+            LUA,
+            Some("tcf_v1_ensure"),
+            "functions",
+            LUA_VERSION,
+        )
+        .await?;
+        install(
+            &conn,
+            uri,
+            VERIFY_LUA,
+            Some("tcf_verify_v1_ensure"),
+            "verification functions",
+            LUA_VERSION,
+        )
+        .await?;
         let catalog = Catalog::load(&conn)
             .await
             .map_err(|e| TargetError::Schema(e.to_string()))?;
@@ -573,6 +563,38 @@ fn write_meta(o: &mut Vec<u8>, m: &Meta<'_>) {
     write_vclock(o, m.expected);
     write::str(o, "new");
     write_vclock(o, m.new);
+}
+
+/// EVALs `lua` on `conn` and checks the version it reports: the chunk's own
+/// first return value, or with `ensure` that function's (it also creates
+/// what is missing). `what` names the chunk in the error.
+async fn install(
+    conn: &Connection,
+    uri: &str,
+    lua: &str,
+    ensure: Option<&str>,
+    what: &str,
+    expected: u64,
+) -> Result<(), TargetError> {
+    let none = &[][..] as &[Value];
+    let mut v = conn
+        .eval(lua, none)
+        .await
+        .map_err(|e| TargetError::from_call(uri, e))?;
+    if let Some(f) = ensure {
+        v = conn
+            .call(f, none)
+            .await
+            .map_err(|e| TargetError::from_call(uri, e))?;
+    }
+    let version = v.as_array().and_then(|a| a.first()).and_then(Value::as_u64);
+    if version == Some(expected) {
+        Ok(())
+    } else {
+        Err(TargetError::Schema(format!(
+            "tcf {what}: version {version:?} reported, {expected} expected"
+        )))
+    }
 }
 
 #[cfg(test)]
