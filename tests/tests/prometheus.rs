@@ -257,6 +257,19 @@ async fn serial_prometheus_has_every_metric_of_the_rules_and_dashboard_and_the_l
     alarm.expect("the unmarked-write alert");
     assert!(firing(&addr, "TcfReplicationLagHigh").await.is_empty());
 
+    // The workers' lag of B -> A per replicaset is known before its
+    // destination stops (the sampler names the replicasets it has seen).
+    wait_until("the pair lag of B -> A in Prometheus", SOON, || async {
+        let d = prom(
+            &addr,
+            "/api/v1/query?query=tcf_worker_pair_lag_seconds%7Bfrom%3D%22B%22%2Cto%3D%22A%22%7D",
+        )
+        .await
+        .ok()?;
+        (!d["result"].as_array()?.is_empty()).then_some(())
+    })
+    .await
+    .expect("B -> A lag series");
     // The destination of B -> A (the pair that runs now) stops: the lag alert
     // fires for that pair once the lag passed 30 s for 30 s.
     s.d_a
