@@ -676,9 +676,16 @@ impl<'a> Session<'a> {
             if !source.is_empty() {
                 s.source_vclock = source;
             }
+            // The source moved (or not) since the last ack: the lag in rows
+            // is as of this heartbeat, not of the last commit.
+            s.lag_lsn = s
+                .source_vclock
+                .signature()
+                .saturating_sub(s.applied_vclock.signature());
             s.lag_seconds = hb.lag_seconds;
             metrics::gauge!(m::LAG_SECONDS, m::REPLICASET => self.rs.to_owned())
                 .set(hb.lag_seconds);
+            metrics::gauge!(m::LAG_LSN, m::REPLICASET => self.rs.to_owned()).set(s.lag_lsn as f64);
         }
         let processed = Vclock::from(hb.processed.unwrap_or_default());
         let current = self.pos.current();

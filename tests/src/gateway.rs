@@ -113,7 +113,14 @@ impl RunningGateway {
         y.push_str(&format!(
             "  auth:\n    tokens:\n      - {{role: admin, token_file: admin.token}}\n      - {{role: info, token: {INFO_TOKEN}}}\n"
         ));
-        y.push_str("  source_replication_timeout: 250ms\n  poll_interval: 250ms\n");
+        if !opts
+            .extra
+            .iter()
+            .any(|l| l.trim_start().starts_with("source_replication_timeout:"))
+        {
+            y.push_str("  source_replication_timeout: 250ms\n");
+        }
+        y.push_str("  poll_interval: 250ms\n");
         for line in &opts.extra {
             y.push_str(line);
             y.push('\n');
