@@ -119,20 +119,6 @@ pub fn key_of(tuple: &[u8], fields: &[u32]) -> Result<Vec<u8>, CanonError> {
     Ok(out)
 }
 
-fn str_header(out: &mut Vec<u8>, n: usize) {
-    if n < 32 {
-        out.push(0xa0 | n as u8);
-    } else if n <= usize::from(u8::MAX) {
-        out.extend_from_slice(&[0xd9, n as u8]);
-    } else if n <= usize::from(u16::MAX) {
-        out.push(0xda);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdb);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
 fn ext(out: &mut Vec<u8>, ty: u8, data: &[u8]) {
     match data.len() {
         1 => out.push(0xd4),
@@ -190,7 +176,7 @@ fn value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize) -> Result<(), Cano
         0xca | 0xcb => float(out, r.read_f64()?),
         0xa0..=0xbf | 0xd9..=0xdb => {
             let s = r.read_str_bytes()?;
-            str_header(out, s.len());
+            write::str_header(out, s.len());
             out.extend_from_slice(s);
         }
         0xc4..=0xc6 => {

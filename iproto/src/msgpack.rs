@@ -353,7 +353,12 @@ pub mod write {
 
     /// Appends a string.
     pub fn str(out: &mut Vec<u8>, v: &str) {
-        let n = v.len();
+        str_header(out, v.len());
+        out.extend_from_slice(v.as_bytes());
+    }
+
+    /// Appends the header of a string of `n` bytes (the bytes follow).
+    pub fn str_header(out: &mut Vec<u8>, n: usize) {
         if n < 32 {
             out.push(0xa0 | n as u8);
         } else if n <= usize::from(u8::MAX) {
@@ -365,7 +370,6 @@ pub mod write {
             out.push(0xdb);
             out.extend_from_slice(&(n as u32).to_be_bytes());
         }
-        out.extend_from_slice(v.as_bytes());
     }
 
     /// Appends a binary value.
