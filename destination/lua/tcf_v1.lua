@@ -75,34 +75,6 @@ function tcf_v1_position(cluster, rs)
     return P.read(cluster, rs)
 end
 
-local function apply_row(r)
-    local op, sid, iid, base = r[1], r[2], r[3], r[4]
-    local key, tuple, ops = r[5], r[6], r[7]
-    local rc
-    if op == OP_INSERT then
-        local p = ffi.cast('const char *', tuple)
-        rc = C.box_insert(sid, p, p + #tuple, nil)
-    elseif op == OP_REPLACE then
-        local p = ffi.cast('const char *', tuple)
-        rc = C.box_replace(sid, p, p + #tuple, nil)
-    elseif op == OP_UPDATE then
-        local k, o = ffi.cast('const char *', key), ffi.cast('const char *', tuple)
-        rc = C.box_update(sid, iid, k, k + #key, o, o + #tuple, base, nil)
-    elseif op == OP_DELETE then
-        local k = ffi.cast('const char *', key)
-        rc = C.box_delete(sid, iid, k, k + #key, nil)
-    elseif op == OP_UPSERT then
-        local t, o = ffi.cast('const char *', tuple), ffi.cast('const char *', ops)
-        rc = C.box_upsert(sid, iid, t, t + #tuple, o, o + #ops, base, nil)
-    elseif op == OP_TRUNCATE then
-        box.space[sid]:truncate()
-        rc = 0
-    else
-        fail('row', 'unknown op %s', tostring(op))
-    end
-    if rc ~= 0 then box.error() end
-end
-
 -- Checks a progress row against what the caller believes is stored.
 local function check(space, m)
     local cur = P.decode(space:get{m.cluster, m.rs})
@@ -123,14 +95,72 @@ local function check(space, m)
     end
 end
 
+-- The box_* functions as function pointers taking addresses as integers:
+-- called with Lua numbers, a row costs no cdata allocation and no type
+-- parsing (the apply loop runs interpreted, where both are expensive).
+local ADDR = 'uintptr_t'
+local box_insert = ffi.cast('int (*)(uint32_t, uintptr_t, uintptr_t, void *)', C.box_insert)
+local box_replace = ffi.cast('int (*)(uint32_t, uintptr_t, uintptr_t, void *)', C.box_replace)
+local box_delete = ffi.cast('int (*)(uint32_t, uint32_t, uintptr_t, uintptr_t, void *)', C.box_delete)
+local box_update = ffi.cast('int (*)(uint32_t, uint32_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, void *)',
+                            C.box_update)
+local box_upsert = ffi.cast('int (*)(uint32_t, uint32_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, int, void *)',
+                            C.box_upsert)
+local byte = string.byte
+
+-- Applies a packed batch: rows back to back, each a 19-byte header (op u8,
+-- index_id u8, index_base u8, space_id u32, key, tuple and ops lengths u32;
+-- integers little-endian) then the key, tuple and ops MsgPack (written by
+-- tcf-destination's `target::write_rows`). `packed` is a Lua string: it is
+-- neither moved nor collected while this runs, so addresses into it hold.
+local function apply_rows(packed)
+    if type(packed) ~= 'string' then
+        fail('row', 'the rows are a %s, not a packed batch: tcf-destination and the functions it installed differ', type(packed))
+    end
+    local n = #packed
+    local addr = tonumber(ffi.cast(ADDR, ffi.cast('const char *', packed)))
+    local pos, count = 0, 0
+    while pos < n do
+        if pos + 19 > n then fail('row', 'packed batch truncated in a row header at byte %d of %d', pos, n) end
+        local op, iid, base, s0, s1, s2, s3, k0, k1, k2, k3, t0, t1, t2, t3, o0, o1, o2, o3 =
+            byte(packed, pos + 1, pos + 19)
+        local sid = s0 + s1 * 256 + s2 * 65536 + s3 * 16777216
+        local klen = k0 + k1 * 256 + k2 * 65536 + k3 * 16777216
+        local tlen = t0 + t1 * 256 + t2 * 65536 + t3 * 16777216
+        local olen = o0 + o1 * 256 + o2 * 65536 + o3 * 16777216
+        local k = pos + 19
+        local t = k + klen
+        local o = t + tlen
+        pos = o + olen
+        if pos > n then fail('row', 'packed batch truncated in a row body at byte %d of %d', k, n) end
+        local rc
+        if op == OP_INSERT then
+            rc = box_insert(sid, addr + t, addr + o, nil)
+        elseif op == OP_REPLACE then
+            rc = box_replace(sid, addr + t, addr + o, nil)
+        elseif op == OP_UPDATE then
+            rc = box_update(sid, iid, addr + k, addr + t, addr + t, addr + o, base, nil)
+        elseif op == OP_DELETE then
+            rc = box_delete(sid, iid, addr + k, addr + t, nil)
+        elseif op == OP_UPSERT then
+            rc = box_upsert(sid, iid, addr + t, addr + o, addr + o, addr + pos, base, nil)
+        elseif op == OP_TRUNCATE then
+            local s = box.space[sid]
+            if s == nil then fail('schema', 'no space %d on the target', sid) end
+            s:truncate()
+            rc = 0
+        else
+            fail('row', 'unknown op %s', tostring(op))
+        end
+        if rc ~= 0 then box.error() end
+        count = count + 1
+    end
+    return count
+end
 -- Never compiled: a Lua on_replace trigger (the worker's unmarked-write
 -- trigger, or the application's own) fired from inside an FFI box_* call made
 -- by a JIT trace aborts Tarantool ("Lua VM re-entrancy is detected while
 -- executing the trace"). From the interpreter the same calls are safe.
-local function apply_rows(rows)
-    for i = 1, #rows do apply_row(rows[i]) end
-end
-jit.off(apply_row)
 jit.off(apply_rows)
 
 -- Runs fn with this fiber's writes marked as tcf's own
@@ -156,22 +186,22 @@ end
 -- Applies whole source transactions and the progress row in one transaction.
 -- m = {cluster, rs, engine = 'memtx'|'vinyl', expected, new, source_uuid,
 --      state = 'streaming'|'loading', destination, writer}
--- rows = {{op, space_id, index_id, index_base, key, tuple, ops}, ...} (raw msgpack strings)
+-- rows: a packed batch (apply_rows above).
 tcf_v1_apply = marked(function(m, rows)
     local space = box.space[PROGRESS[m.engine]]
     box.begin()
-    local ok, err = pcall(function()
+    local ok, res = pcall(function()
         check(space, m)
         -- The mark first: it is what the opposite gateway recognises.
         mark(space, m)
-        apply_rows(rows)
+        return apply_rows(rows)
     end)
     if not ok then
         box.rollback()
-        error(err, 0)
+        error(res, 0)
     end
     box.commit()
-    return #rows
+    return res
 end)
 
 -- Persists an advance that covers only skipped rows, in the local space.

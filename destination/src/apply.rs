@@ -1,14 +1,13 @@
 //! From stream messages to target transactions: source rows mapped to target
 //! space ids, whole source transactions coalesced into batches of one engine.
 
-use bytes::Bytes;
-use tcf_iproto::{Vclock, schema::Catalog};
+use tcf_iproto::{
+    Vclock,
+    schema::{Catalog, SpaceMeta},
+};
 use tcf_proto::v1;
 
-use crate::{
-    config::Batching,
-    target::{ApplyRow, Engine},
-};
+use crate::{config::Batching, packed::ApplyRow, target::Engine};
 
 /// A row names a space the target does not have.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +20,16 @@ pub(crate) struct MissingSpace(pub(crate) String);
 #[error("a source transaction touches memtx and vinyl spaces")]
 pub(crate) struct CrossEngine;
 
+/// A row no Tarantool writes: an unknown op, or an index id or base out
+/// of Tarantool's range (a broken or hostile gateway).
+#[derive(Debug, thiserror::Error)]
+#[error("row {row} of the transaction (space '{space}'): {what}")]
+pub(crate) struct BadRow {
+    row: usize,
+    space: String,
+    what: String,
+}
+
 /// Why a transaction cannot be mapped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MapError {
@@ -28,6 +37,8 @@ pub(crate) enum MapError {
     Missing(#[from] MissingSpace),
     #[error(transparent)]
     CrossEngine(#[from] CrossEngine),
+    #[error(transparent)]
+    BadRow(#[from] BadRow),
 }
 
 pub(crate) fn engine_of(name: &str) -> Engine {
@@ -47,24 +58,47 @@ pub(crate) fn map_rows(
     let mut engine = None;
     let mut out = Vec::with_capacity(rows.len());
     let mut bytes = 0;
-    for r in rows {
-        let meta = catalog
-            .by_name(&r.space)
-            .ok_or_else(|| MissingSpace(r.space.clone()))?;
+    let mut last: Option<&SpaceMeta> = None;
+    for (i, r) in rows.into_iter().enumerate() {
+        // Rows of a transaction mostly name the space of the row before.
+        let meta = match last {
+            Some(m) if m.name == r.space => m,
+            _ => catalog
+                .by_name(&r.space)
+                .ok_or_else(|| MissingSpace(r.space.clone()))?,
+        };
+        last = Some(meta);
         let e = engine_of(&meta.engine);
         if *engine.get_or_insert(e) != e {
             return Err(CrossEngine.into());
         }
-        bytes += r.key.len() + r.tuple.len() + r.ops.len();
-        out.push(ApplyRow {
-            op: r.op,
+        let bad = |what: String| BadRow {
+            row: i,
+            space: r.space.clone(),
+            what,
+        };
+        let op = match v1::Op::try_from(r.op) {
+            Ok(v1::Op::Unspecified) | Err(_) => {
+                return Err(bad(format!("unknown op {}", r.op)).into());
+            }
+            Ok(op) => op,
+        };
+        let index_id = u8::try_from(r.index_id)
+            .map_err(|_| bad(format!("index id {} out of range", r.index_id)))?;
+        let base = r.index_base.unwrap_or(0);
+        let index_base =
+            u8::try_from(base).map_err(|_| bad(format!("index base {base} out of range")))?;
+        let row = ApplyRow {
+            op,
             space_id: meta.id,
-            index_id: r.index_id,
-            index_base: r.index_base.unwrap_or(0),
+            index_id,
+            index_base,
             key: r.key,
             tuple: r.tuple,
             ops: r.ops,
-        });
+        };
+        bytes += row.payload_len();
+        out.push(row);
     }
     Ok((engine.unwrap_or(Engine::Memtx), out, bytes))
 }
@@ -81,15 +115,7 @@ pub(crate) fn map_snapshot(
                 .ok_or_else(|| MissingSpace(r.space.clone()))?;
             Ok((
                 engine_of(&meta.engine),
-                ApplyRow {
-                    op: v1::Op::Replace as i32,
-                    space_id: meta.id,
-                    index_id: 0,
-                    index_base: 0,
-                    key: Bytes::new(),
-                    tuple: r.tuple,
-                    ops: Bytes::new(),
-                },
+                ApplyRow::tuple(v1::Op::Replace, meta.id, r.tuple),
             ))
         })
         .collect()
@@ -180,6 +206,8 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     const LIMITS: Batching = Batching {
@@ -189,20 +217,77 @@ mod tests {
 
     fn rows(n: usize) -> Vec<ApplyRow> {
         (0..n)
-            .map(|i| ApplyRow {
-                op: v1::Op::Insert as i32,
-                space_id: 512,
-                index_id: 0,
-                index_base: 0,
-                key: Bytes::new(),
-                tuple: Bytes::from(vec![0x91, i as u8]),
-                ops: Bytes::new(),
-            })
+            .map(|i| ApplyRow::tuple(v1::Op::Insert, 512, Bytes::from(vec![0x91, i as u8])))
             .collect()
     }
 
     fn vc(lsn: u64) -> Option<Vclock> {
         Some([(1, lsn)].into_iter().collect())
+    }
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        let space = rmpv::Value::Array(vec![
+            512.into(),
+            1.into(),
+            "test".into(),
+            "memtx".into(),
+            0.into(),
+            rmpv::Value::Map(vec![]),
+            rmpv::Value::Array(vec![]),
+        ]);
+        c.apply_space_tuple(&space).expect("a _space tuple");
+        c
+    }
+
+    fn source_row(op: i32, index_id: u32, index_base: Option<u32>) -> v1::Row {
+        v1::Row {
+            op,
+            space: "test".into(),
+            index_id,
+            index_base,
+            key: Bytes::from_static(&[0x91, 0x01]),
+            tuple: Bytes::from_static(&[0x91, 0x91]),
+            ops: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn rows_no_tarantool_writes_are_refused_by_kind_before_any_apply() {
+        let c = catalog();
+        let ok = map_rows(vec![source_row(3, 1, Some(1))], &c).expect("an update");
+        let (engine, rows, bytes) = ok;
+        assert_eq!((engine, rows.len(), bytes), (Engine::Memtx, 1, 4));
+        assert_eq!(
+            rows.first().map(|r| (r.op, r.index_id, r.index_base)),
+            Some((v1::Op::Update, 1, 1))
+        );
+        for (row, what) in [
+            (source_row(0, 0, None), "unknown op 0"),
+            (source_row(42, 0, None), "unknown op 42"),
+            (source_row(3, 300, None), "index id 300 out of range"),
+            (
+                source_row(5, 0, Some(70_000)),
+                "index base 70000 out of range",
+            ),
+        ] {
+            let rows = vec![source_row(1, 0, None), row];
+            match map_rows(rows, &c) {
+                Err(MapError::BadRow(e)) => {
+                    assert_eq!(
+                        e.to_string(),
+                        format!("row 1 of the transaction (space 'test'): {what}")
+                    );
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let mut missing = source_row(1, 0, None);
+        missing.space = "nope".into();
+        assert!(matches!(
+            map_rows(vec![missing], &c),
+            Err(MapError::Missing(_))
+        ));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod gateways;
 mod http;
 mod instance;
 mod metrics;
+mod packed;
 mod replicaset;
 pub mod status;
 mod target;

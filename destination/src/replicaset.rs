@@ -517,7 +517,7 @@ impl<'a> Session<'a> {
                     ),
                 ));
             }
-            Err(e @ MapError::CrossEngine(_)) => {
+            Err(e @ (MapError::CrossEngine(_) | MapError::BadRow(_))) => {
                 return Err(End::Fatal(State::Failed, e.to_string()));
             }
         };

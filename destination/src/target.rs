@@ -1,7 +1,6 @@
 //! The target replicaset: its single writable instance, the tcf functions
 //! installed there, the stored position and the schema.
 
-use bytes::Bytes;
 use rmpv::Value;
 use tcf_api::progress::{self, ProgressState, VerifyRow};
 use tcf_iproto::{
@@ -10,7 +9,10 @@ use tcf_iproto::{
 };
 use uuid::Uuid;
 
-use crate::instance::{self, TargetInstance};
+use crate::{
+    instance::{self, TargetInstance},
+    packed::{self, ApplyRow},
+};
 
 /// The Lua functions installed on the target (versioned by name), after
 /// tcf-api's [`progress::LUA`] (the rows' layout), which they use.
@@ -54,6 +56,9 @@ pub(crate) enum TargetError {
     /// A walk cannot start (a repair after a WAL gap runs).
     #[error("{0}")]
     Walk(String),
+    /// A batch that cannot be encoded.
+    #[error(transparent)]
+    Rows(#[from] packed::TooLarge),
     /// Any other error of the target.
     #[error("target {uri}: {source}")]
     Iproto {
@@ -241,18 +246,6 @@ impl Engine {
     }
 }
 
-/// One row to apply: the source row with the space mapped to the target id.
-#[derive(Debug, Clone)]
-pub(crate) struct ApplyRow {
-    pub(crate) op: i32,
-    pub(crate) space_id: u32,
-    pub(crate) index_id: u32,
-    pub(crate) index_base: u32,
-    pub(crate) key: Bytes,
-    pub(crate) tuple: Bytes,
-    pub(crate) ops: Bytes,
-}
-
 /// What the apply function checks and writes with the data.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta<'a> {
@@ -404,10 +397,11 @@ impl Target {
 
     /// Applies `rows` and the progress row in one target transaction.
     pub(crate) async fn apply(&self, m: &Meta<'_>, rows: &[ApplyRow]) -> Result<(), TargetError> {
+        let rows = packed::pack(rows)?;
         self.call_raw("tcf_v1_apply", |o| {
             write::array_len(o, 2);
             write_meta(o, m);
-            write_rows(o, rows);
+            rows.write(o);
         })
         .await
     }
@@ -476,6 +470,7 @@ impl Target {
         cap: u32,
         rows: &[ApplyRow],
     ) -> Result<(), TargetError> {
+        let rows = packed::pack(rows)?;
         self.call_raw("tcf_verify_v1_chunk", |o| {
             write::array_len(o, 7);
             write_meta(o, m);
@@ -484,7 +479,7 @@ impl Target {
             write::value(o, delta);
             write::value(o, keys);
             write::uint(o, u64::from(cap));
-            write_rows(o, rows);
+            rows.write(o);
         })
         .await
     }
@@ -524,20 +519,6 @@ impl Target {
             write_meta(o, m);
         })
         .await
-    }
-}
-
-fn write_rows(o: &mut Vec<u8>, rows: &[ApplyRow]) {
-    write::array_len(o, rows.len() as u32);
-    for r in rows {
-        write::array_len(o, 7);
-        write::int(o, i64::from(r.op));
-        write::uint(o, u64::from(r.space_id));
-        write::uint(o, u64::from(r.index_id));
-        write::uint(o, u64::from(r.index_base));
-        write::bin(o, &r.key);
-        write::bin(o, &r.tuple);
-        write::bin(o, &r.ops);
     }
 }
 

@@ -14,7 +14,7 @@ use tcf_iproto::{Connection, Raw, Select, canon, msgpack::Reader, request::Itera
 use tcf_proto::v1;
 
 use super::walk::{Advance, Walk, to_hex};
-use crate::target::{ApplyRow, Engine};
+use crate::{packed::ApplyRow, target::Engine};
 
 /// Rows of the target read per select while scanning a range.
 const PAGE: u32 = 1000;
@@ -234,13 +234,8 @@ fn one(
             out.keys.push((key.clone(), MismatchKind::Extra));
             if repair {
                 out.ops.push(ApplyRow {
-                    op: v1::Op::Delete as i32,
-                    space_id,
-                    index_id: 0,
-                    index_base: 0,
                     key: key.into(),
-                    tuple: Bytes::new(),
-                    ops: Bytes::new(),
+                    ..ApplyRow::tuple(v1::Op::Delete, space_id, Bytes::new())
                 });
             }
         }
@@ -279,15 +274,7 @@ fn replace(space_id: u32, e: &v1::ChunkEntry) -> Result<ApplyRow, CompareError> 
             "a repair chunk without the source's row".into(),
         ));
     }
-    Ok(ApplyRow {
-        op: v1::Op::Replace as i32,
-        space_id,
-        index_id: 0,
-        index_base: 0,
-        key: Bytes::new(),
-        tuple: e.tuple.clone(),
-        ops: Bytes::new(),
-    })
+    Ok(ApplyRow::tuple(v1::Op::Replace, space_id, e.tuple.clone()))
 }
 
 /// Hex of a key's canonical form: its row key in the verification spaces.
