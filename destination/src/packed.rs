@@ -1,5 +1,5 @@
 //! The rows of a batch as `tcf_v1_apply` and `tcf_verify_v1_chunk` take
-//! them: one MessagePack binary value holding every row back to back, walked
+//! them: one MessagePack string holding every row back to back, walked
 //! by `apply_rows` in `destination/lua/tcf_v1.lua` with no Lua value per
 //! row (the target's tx thread decodes one string per batch, not a table and
 //! up to three strings per row).
@@ -84,9 +84,12 @@ pub(crate) fn pack(rows: &[ApplyRow]) -> Result<Packed<'_>, TooLarge> {
 }
 
 impl Packed<'_> {
-    /// Appends the rows as one MessagePack binary value.
+    /// Appends the rows as one MessagePack string. A string, not a binary
+    /// value: Tarantool 3.x decodes a binary argument into a `varbinary`
+    /// cdata, 2.x into a Lua string; a string argument is a Lua string on
+    /// every version (its bytes are not checked as UTF-8).
     pub(crate) fn write(self, o: &mut Vec<u8>) {
-        write::bin_header(o, self.len);
+        write::str_header(o, self.len);
         o.reserve(self.len);
         for r in self.rows {
             o.extend_from_slice(&[r.op as u8, r.index_id, r.index_base]);
@@ -141,14 +144,14 @@ mod tests {
             want.len(),
             2 * HEADER_LEN + rows.iter().map(ApplyRow::payload_len).sum::<usize>()
         );
-        assert_eq!(packed.get(..2), Some(&[0xc4, want.len() as u8][..]));
+        assert_eq!(packed.get(..2), Some(&[0xd9, want.len() as u8][..]));
         assert_eq!(packed.get(2..), Some(&want[..]));
     }
 
     #[test]
-    fn no_rows_is_an_empty_binary_value() {
+    fn no_rows_is_an_empty_string() {
         let mut o = Vec::new();
         pack(&[]).expect("nothing to check").write(&mut o);
-        assert_eq!(o, [0xc4, 0]);
+        assert_eq!(o, [0xa0]);
     }
 }

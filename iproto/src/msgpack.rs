@@ -374,12 +374,7 @@ pub mod write {
 
     /// Appends a binary value.
     pub fn bin(out: &mut Vec<u8>, v: &[u8]) {
-        bin_header(out, v.len());
-        out.extend_from_slice(v);
-    }
-
-    /// Appends the header of a binary value of `n` bytes (the bytes follow).
-    pub fn bin_header(out: &mut Vec<u8>, n: usize) {
+        let n = v.len();
         if n <= usize::from(u8::MAX) {
             out.extend_from_slice(&[0xc4, n as u8]);
         } else if n <= usize::from(u16::MAX) {
@@ -389,6 +384,7 @@ pub mod write {
             out.push(0xc6);
             out.extend_from_slice(&(n as u32).to_be_bytes());
         }
+        out.extend_from_slice(v);
     }
 
     /// Appends an array header for `n` elements.
