@@ -17,6 +17,7 @@ mod apply;
 pub mod config;
 mod failpoint;
 mod gateways;
+mod heartbeat;
 mod http;
 mod instance;
 mod metrics;

@@ -23,6 +23,7 @@ use crate::{
     config::{Config, InitialPosition},
     failpoint,
     gateways::Pool,
+    heartbeat::Memo,
     metrics as m,
     status::{State, StatusCell},
     target::{Engine, Meta, Position, ProgressRow, Target, TargetError, find_master},
@@ -151,6 +152,8 @@ struct Session<'a> {
     spaces: Option<Vec<String>>,
     /// The replicaset's walk, as stored on the target.
     walk: Option<Walk>,
+    /// What the last gateway heartbeat said (lag, a deferred advance).
+    heard: Memo,
 }
 
 type Inbound = mpsc::Receiver<Result<v1::GatewayMessage, tonic::Status>>;
@@ -291,6 +294,7 @@ impl<'a> Session<'a> {
                 gw_verify,
                 spaces: None,
                 walk,
+                heard: Memo::default(),
             },
             rx,
         ))
@@ -598,6 +602,9 @@ impl<'a> Session<'a> {
         }
         self.ack(&new).await;
         failpoint::hit("after_ack");
+        if let Some(processed) = self.heard.take_deferred() {
+            self.advance_skipped(processed).await?;
+        }
         Ok(())
     }
 
@@ -655,6 +662,10 @@ impl<'a> Session<'a> {
                 .source_vclock
                 .signature()
                 .saturating_sub(s.applied_vclock.signature());
+            if s.lag_seconds != 0.0 && self.heard.clears_lag(&s.applied_vclock) {
+                s.lag_seconds = 0.0;
+                metrics::gauge!(m::LAG_SECONDS, m::REPLICASET => rs.clone()).set(0.0);
+            }
             metrics::gauge!(m::POSITION_SIGNATURE, m::REPLICASET => rs.clone())
                 .set(s.applied_vclock.signature() as f64);
             metrics::gauge!(m::LAG_LSN, m::REPLICASET => rs).set(s.lag_lsn as f64);
@@ -671,6 +682,8 @@ impl<'a> Session<'a> {
     /// of the processed watermark in the local progress space.
     async fn heartbeat(&mut self, hb: v1::Heartbeat) -> Result<(), End> {
         let source = Vclock::from(hb.source_vclock.unwrap_or_default());
+        let processed = Vclock::from(hb.processed.unwrap_or_default());
+        self.heard.heard(&processed, &source);
         {
             let mut s = self.st.lock();
             if !source.is_empty() {
@@ -682,12 +695,27 @@ impl<'a> Session<'a> {
                 .source_vclock
                 .signature()
                 .saturating_sub(s.applied_vclock.signature());
-            s.lag_seconds = hb.lag_seconds;
-            metrics::gauge!(m::LAG_SECONDS, m::REPLICASET => self.rs.to_owned())
-                .set(hb.lag_seconds);
+            // What it counted may be committed already (its ack in flight).
+            s.lag_seconds = if self.heard.clears_lag(&s.applied_vclock) {
+                0.0
+            } else {
+                hb.lag_seconds
+            };
+            metrics::gauge!(m::LAG_SECONDS, m::REPLICASET => self.rs.to_owned()).set(s.lag_seconds);
             metrics::gauge!(m::LAG_LSN, m::REPLICASET => self.rs.to_owned()).set(s.lag_lsn as f64);
         }
-        let processed = Vclock::from(hb.processed.unwrap_or_default());
+        if !self.loading && (self.partial.is_some() || !self.pending.is_empty()) {
+            // Persisted once the pending batch commits (`flush`).
+            self.heard.defer(processed);
+            return Ok(());
+        }
+        self.advance_skipped(processed).await
+    }
+
+    /// Persists `processed` (everything up to it shipped or skipped) in the
+    /// local progress row when it is ahead of the position and nothing is
+    /// pending, partial or loading, and acks it.
+    async fn advance_skipped(&mut self, processed: Vclock) -> Result<(), End> {
         let current = self.pos.current();
         if self.loading
             || self.partial.is_some()

@@ -74,11 +74,6 @@ impl Flow {
         self
     }
 
-    /// Whether a transaction is partly received.
-    pub(crate) fn has_open(&self) -> bool {
-        self.tracker.has_open()
-    }
-
     /// Checks the row against the transaction rules and advances the vclock.
     pub(crate) fn track(&mut self, row: &Row) -> Result<Boundary, TxError> {
         self.tracker.track(row)

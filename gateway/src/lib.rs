@@ -19,6 +19,7 @@ pub mod config;
 mod flow;
 mod http;
 mod identity;
+mod keepalive;
 mod metrics;
 mod pipeline;
 mod queue;

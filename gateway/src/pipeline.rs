@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::{
     bgfile::off_thread,
     choose::{ballots, newest},
+    keepalive::Keepalive,
     metrics as m,
     queue::{Item, QueueRx},
     spool::SpoolReader,
@@ -81,10 +82,12 @@ pub(crate) async fn send_loop(
     let txs_shipped =
         metrics::counter!(m::TRANSACTIONS_SHIPPED, m::REPLICASET => replicaset.clone());
     let mut last_busy_heartbeat = Instant::now();
+    let mut keepalive = Keepalive::new();
     loop {
         let item = match next.take() {
             Some(i) => i,
             None => tokio::select! {
+                biased;
                 i = rx.recv() => match i { Some(i) => i, None => break },
                 () = cancel.cancelled() => {
                     // Replaced by a newer stream, or stopped by an operator.
@@ -94,6 +97,18 @@ pub(crate) async fn send_loop(
                     };
                     let _ = out.try_send(Ok(v1::GatewayMessage { kind: Some(Kind::Error(e)) }));
                     break;
+                }
+                () = tokio::time::sleep_until(keepalive.due()) => {
+                    // Never waits behind a full outbound channel: the
+                    // destination is behind then, and the batches ahead carry
+                    // busy heartbeats.
+                    if let Some(hb) = keepalive.heartbeat(&rx, &status, &lag) {
+                        let msg = v1::GatewayMessage { kind: Some(Kind::Heartbeat(hb)) };
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = out.try_send(Ok(msg)) {
+                            break;
+                        }
+                    }
+                    continue;
                 }
             },
         };
@@ -105,6 +120,7 @@ pub(crate) async fn send_loop(
                 processed,
                 source_time,
             } => {
+                keepalive.sent(Some(&processed));
                 let hb = v1::Heartbeat {
                     processed: Some((&processed).into()),
                     source_vclock: Some((&status.lock().source_vclock).into()),
@@ -199,6 +215,7 @@ pub(crate) async fn send_loop(
                         batch.push(piece);
                     }
                     lock(&lag).shipped(vclock.clone(), received_at);
+                    keepalive.sent(Some(&vclock));
                     rows_shipped.increment(rows);
                     txs_shipped.increment(1);
                     {
@@ -245,6 +262,7 @@ pub(crate) async fn send_loop(
         if result.is_err() {
             break;
         }
+        keepalive.sent(None);
     }
     cancel.cancel();
 }

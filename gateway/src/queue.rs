@@ -4,7 +4,10 @@
 //! stops taking items, the reader blocks on `send`, stops reading the source
 //! socket, and the source's relay waits. Memory stays flat.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicU64, Ordering},
+};
 
 use tcf_iproto::Vclock;
 use tcf_proto::v1;
@@ -53,6 +56,8 @@ pub(crate) struct QueueTx {
     tx: mpsc::Sender<(Item, OwnedSemaphorePermit)>,
     bytes: Arc<Semaphore>,
     max_bytes: usize,
+    queued: Arc<AtomicU64>,
+    watermark: Arc<Mutex<Vclock>>,
 }
 
 /// The sender's end.
@@ -61,6 +66,9 @@ pub(crate) struct QueueRx {
     rx: mpsc::Receiver<(Item, OwnedSemaphorePermit)>,
     bytes: Arc<Semaphore>,
     max_bytes: usize,
+    queued: Arc<AtomicU64>,
+    taken: u64,
+    watermark: Arc<Mutex<Vclock>>,
 }
 
 /// The queue is closed: the stream ended.
@@ -74,16 +82,23 @@ pub(crate) fn queue(max_items: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
     let (tx, rx) = mpsc::channel(max_items.max(1));
     let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
     let bytes = Arc::new(Semaphore::new(max_bytes));
+    let queued = Arc::new(AtomicU64::new(0));
+    let watermark = Arc::new(Mutex::new(Vclock::new()));
     (
         QueueTx {
             tx,
             bytes: Arc::clone(&bytes),
             max_bytes,
+            queued: Arc::clone(&queued),
+            watermark: Arc::clone(&watermark),
         },
         QueueRx {
             rx,
             bytes,
             max_bytes,
+            queued,
+            taken: 0,
+            watermark,
         },
     )
 }
@@ -96,7 +111,9 @@ impl QueueTx {
             .acquire_many_owned(n)
             .await
             .map_err(|_| Closed)?;
-        self.tx.send((item, permit)).await.map_err(|_| Closed)
+        self.tx.send((item, permit)).await.map_err(|_| Closed)?;
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Queues `item` only if there is room now (heartbeats: a full queue
@@ -107,10 +124,22 @@ impl QueueTx {
             return Ok(false);
         };
         match self.tx.try_send((item, permit)) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                Ok(true)
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
         }
+    }
+
+    /// Publishes this stream's processed watermark, after queueing every
+    /// transaction it covers (see [`QueueRx::watermark`]).
+    pub(crate) fn processed(&self, watermark: &Vclock) {
+        self.watermark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone_from(watermark);
     }
 
     /// Whether the sender is gone.
@@ -122,12 +151,31 @@ impl QueueTx {
 impl QueueRx {
     /// The next item, waiting for one; `None` when the reader is gone.
     pub(crate) async fn recv(&mut self) -> Option<Item> {
-        self.rx.recv().await.map(|(item, _permit)| item)
+        let item = self.rx.recv().await.map(|(item, _permit)| item);
+        self.taken += u64::from(item.is_some());
+        item
     }
 
     /// The next item if one is ready.
     pub(crate) fn try_recv(&mut self) -> Option<Item> {
-        self.rx.try_recv().ok().map(|(item, _permit)| item)
+        let item = self.rx.try_recv().ok().map(|(item, _permit)| item);
+        self.taken += u64::from(item.is_some());
+        item
+    }
+
+    /// The reader's last published watermark, when every item queued before
+    /// it was published has been taken: the reader queues a transaction
+    /// before it publishes a watermark covering it, and the count of items
+    /// queued is read after the watermark, so the sender, having sent what
+    /// it took, may claim the watermark without passing a queued
+    /// transaction. `None` while items are still queued.
+    pub(crate) fn watermark(&self) -> Option<Vclock> {
+        let w = self
+            .watermark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (self.taken >= self.queued.load(Ordering::SeqCst)).then_some(w)
     }
 
     /// Bytes waiting.

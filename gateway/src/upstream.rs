@@ -551,14 +551,14 @@ impl Reader {
             let row = match sub.next().await {
                 Ok(Event::Row(row)) => row,
                 Ok(Event::Heartbeat { timestamp }) => {
-                    if !flow.has_open() {
-                        let processed = self.gate.processed().clone();
-                        self.status.lock().processed_vclock = processed.clone();
-                        self.out.try_send(Item::Heartbeat {
-                            processed,
-                            source_time: timestamp.unwrap_or(0.0),
-                        })?;
-                    }
+                    // The gate's watermark never covers an open or held
+                    // transaction: forwarded whatever the stream is in.
+                    let processed = self.gate.processed().clone();
+                    self.status.lock().processed_vclock = processed.clone();
+                    self.out.try_send(Item::Heartbeat {
+                        processed,
+                        source_time: timestamp.unwrap_or(0.0),
+                    })?;
                     continue;
                 }
                 Err(e) => return Err(self.stop_for(e)),
@@ -596,6 +596,8 @@ impl Reader {
                 continue;
             }
             txs_read.increment(1);
+            // After queueing what it releases (the sender's idle heartbeats).
+            self.out.processed(self.gate.processed());
             self.status.lock().processed_vclock = self.gate.processed().clone();
             metrics::gauge!(m::SYNC_HELD, m::REPLICASET => rs.clone()).set(self.gate.held() as f64);
             metrics::gauge!(m::SYNC_HELD_BYTES, m::REPLICASET => rs.clone())

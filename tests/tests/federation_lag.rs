@@ -5,8 +5,11 @@
 //! Modelled on the demo where rs1 stayed at `lag 2.096s/1` after a burst
 //! (Tarantool 2.6, replication_timeout 1 s, master + replica, one-row
 //! transactions written concurrently, a trailing skip-only row). This test
-//! has not reproduced that state so far: it guards the end-of-burst
-//! contract, not a known failing path.
+//! did not reproduce that state: it guards the end-of-burst contract. The
+//! cause was a destination behind the stream reading the heartbeats queued
+//! behind its last batch while that batch was pending (stale lag kept, the
+//! skip-only advance dropped) with no gateway heartbeat after it until the
+//! source's next one; `federation_idle_lag.rs` covers it.
 
 use std::time::Duration;
 
