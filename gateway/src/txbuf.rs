@@ -64,6 +64,9 @@ impl ReadyTx {
     /// carries the vclock.
     pub(crate) fn pieces(self, max_bytes: usize) -> io::Result<Pieces> {
         let source = match self.rows {
+            // `mem_bytes` is at least the rows' summed `row_size`: when it
+            // fits, the one piece takes the rows as they are, no move per row.
+            TxRows::Memory(rows) if self.mem_bytes <= max_bytes => Source::Whole(rows),
             TxRows::Memory(rows) => Source::Memory(rows.into_iter()),
             TxRows::Spilled(mut file) => {
                 file.seek(SeekFrom::Start(0))?;
@@ -86,13 +89,20 @@ impl ReadyTx {
 }
 
 enum Source {
+    /// Rows that make one piece.
+    Whole(Vec<v1::Row>),
     Memory(std::vec::IntoIter<v1::Row>),
-    Spilled { input: BufReader<File>, left: usize },
+    Spilled {
+        input: BufReader<File>,
+        left: usize,
+    },
 }
 
 impl Source {
     fn next(&mut self) -> io::Result<Option<v1::Row>> {
         match self {
+            // `next_piece` takes these whole; kept in order all the same.
+            Source::Whole(rows) => Ok((!rows.is_empty()).then(|| rows.remove(0))),
             Source::Memory(rows) => Ok(rows.next()),
             Source::Spilled { input, left } => {
                 if *left == 0 {
@@ -135,6 +145,10 @@ impl Pieces {
     pub(crate) fn next_piece(&mut self) -> io::Result<Option<v1::Transaction>> {
         if self.vclock.is_none() {
             return Ok(None);
+        }
+        if let Source::Whole(rows) = &mut self.source {
+            let rows = std::mem::take(rows);
+            return Ok(Some(self.piece(rows, false)));
         }
         let mut rows = Vec::new();
         let mut size = 0;
@@ -358,6 +372,41 @@ mod tests {
         assert_eq!(Vclock::from(last.vclock.clone().unwrap()), vclock);
         let rows: Vec<_> = pieces.into_iter().flat_map(|p| p.rows).collect();
         assert_eq!(rows, (0..1000).map(row).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_transaction_in_memory_ships_whole_or_in_ordered_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let finished = || {
+            let mut tx = OpenTx::new(1, 10);
+            for i in 0..50 {
+                tx.push(row(i), false, 1 << 20, dir.path()).unwrap();
+            }
+            let vclock: Vclock = [(1, 59)].into_iter().collect();
+            let Finished::Ready(ready) = tx.finish(vclock, 59, Wait::ASYNC).unwrap() else {
+                panic!()
+            };
+            assert!(matches!(ready.rows, TxRows::Memory(_)));
+            ready
+        };
+        let mut whole = finished().pieces(1 << 20).unwrap();
+        let only = whole.next_piece().unwrap().unwrap();
+        assert!(!only.partial && only.vclock.is_some());
+        assert_eq!(only.rows, (0..50).map(row).collect::<Vec<_>>());
+        assert!(whole.next_piece().unwrap().is_none());
+        let mut split = finished().pieces(2_000).unwrap();
+        let mut pieces = Vec::new();
+        while let Some(p) = split.next_piece().unwrap() {
+            pieces.push(p);
+        }
+        assert!(pieces.len() > 1);
+        assert!(
+            pieces
+                .last()
+                .is_some_and(|p| !p.partial && p.vclock.is_some())
+        );
+        let rows: Vec<_> = pieces.into_iter().flat_map(|p| p.rows).collect();
+        assert_eq!(rows, (0..50).map(row).collect::<Vec<_>>());
     }
 
     #[test]
