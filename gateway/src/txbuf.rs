@@ -219,13 +219,14 @@ pub(crate) enum Finished {
 }
 
 impl OpenTx {
-    /// A transaction whose first row just arrived.
-    pub(crate) fn new(origin: u32, tsn: u64) -> Self {
+    /// A transaction whose first row just arrived, with room for `rows`
+    /// rows (the previous transaction's count: no regrowing per row).
+    pub(crate) fn new(origin: u32, tsn: u64, rows: usize) -> Self {
         Self {
             origin,
             tsn,
             received_at: Instant::now(),
-            rows: Vec::new(),
+            rows: Vec::with_capacity(rows),
             mem_bytes: 0,
             spill: None,
             row_count: 0,
@@ -265,6 +266,11 @@ impl OpenTx {
     #[cfg(test)]
     pub(crate) fn mem_bytes(&self) -> usize {
         self.mem_bytes
+    }
+
+    /// Rows pushed so far (spilled ones included).
+    pub(crate) fn row_count(&self) -> usize {
+        self.row_count
     }
 
     /// Whether a row of a synchronous space was pushed (what decides a
@@ -346,7 +352,7 @@ mod tests {
     #[test]
     fn a_large_transaction_spills_and_comes_back_whole_in_pieces() {
         let dir = tempfile::tempdir().unwrap();
-        let mut tx = OpenTx::new(1, 10);
+        let mut tx = OpenTx::new(1, 10, 0);
         for i in 0..1000 {
             tx.push(row(i), false, 4096, dir.path()).unwrap();
         }
@@ -378,7 +384,7 @@ mod tests {
     fn a_transaction_in_memory_ships_whole_or_in_ordered_pieces() {
         let dir = tempfile::tempdir().unwrap();
         let finished = || {
-            let mut tx = OpenTx::new(1, 10);
+            let mut tx = OpenTx::new(1, 10, 0);
             for i in 0..50 {
                 tx.push(row(i), false, 1 << 20, dir.path()).unwrap();
             }
@@ -412,7 +418,7 @@ mod tests {
     #[test]
     fn a_marked_transaction_ships_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut tx = OpenTx::new(1, 10);
+        let mut tx = OpenTx::new(1, 10, 0);
         tx.push(row(1), false, 4096, dir.path()).unwrap();
         tx.mark();
         tx.push(row(2), false, 4096, dir.path()).unwrap();
