@@ -45,7 +45,13 @@ pub(crate) struct Flow {
     spool_dir: PathBuf,
     /// Verification chunks of this stream's walker, if it has one.
     chunks: Option<Tracker>,
+    /// Rows of the last finished transaction (capped): the room the next
+    /// one starts with.
+    row_hint: usize,
 }
+
+/// The most rows a new transaction reserves room for up front.
+const MAX_ROW_HINT: usize = 1024;
 
 impl Flow {
     /// Rows after `from`; `flags_known`: the server marks synchronous
@@ -64,6 +70,7 @@ impl Flow {
             max_tx_memory,
             spool_dir,
             chunks: None,
+            row_hint: 0,
         }
     }
 
@@ -89,7 +96,7 @@ impl Flow {
     ) -> io::Result<Step> {
         let tx = self
             .open
-            .get_or_insert_with(|| OpenTx::new(b.replica_id, b.tsn));
+            .get_or_insert_with(|| OpenTx::new(b.replica_id, b.tsn, self.row_hint));
         tx.timestamp(row.header.timestamp);
         match outcome {
             RowOutcome::Data { row, sync } => {
@@ -137,6 +144,7 @@ impl Flow {
         let Some(tx) = self.open.take() else {
             return Ok(step);
         };
+        self.row_hint = tx.row_count().min(MAX_ROW_HINT);
         let vclock = self.tracker.vclock().clone();
         let wait = Wait::of(self.flags_known, row.header.flags, tx.touches_sync_space());
         match tx.finish(vclock.clone(), row.lsn(), wait)? {

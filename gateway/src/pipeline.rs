@@ -81,6 +81,7 @@ pub(crate) async fn send_loop(
     let rows_shipped = metrics::counter!(m::ROWS_SHIPPED, m::REPLICASET => replicaset.clone());
     let txs_shipped =
         metrics::counter!(m::TRANSACTIONS_SHIPPED, m::REPLICASET => replicaset.clone());
+    let queue_bytes = metrics::gauge!(m::QUEUE_BYTES, m::REPLICASET => replicaset.clone());
     let mut last_busy_heartbeat = Instant::now();
     let mut keepalive = Keepalive::new();
     loop {
@@ -112,8 +113,7 @@ pub(crate) async fn send_loop(
                 }
             },
         };
-        metrics::gauge!(m::QUEUE_BYTES, m::REPLICASET => replicaset.clone())
-            .set(rx.queued_bytes() as f64);
+        queue_bytes.set(rx.queued_bytes() as f64);
         let result = match item {
             Item::Started(s) => send(&out, Kind::Started(s)).await,
             Item::Heartbeat {

@@ -64,6 +64,9 @@ impl ReadyTx {
     /// carries the vclock.
     pub(crate) fn pieces(self, max_bytes: usize) -> io::Result<Pieces> {
         let source = match self.rows {
+            // `mem_bytes` is at least the rows' summed `row_size`: when it
+            // fits, the one piece takes the rows as they are, no move per row.
+            TxRows::Memory(rows) if self.mem_bytes <= max_bytes => Source::Whole(rows),
             TxRows::Memory(rows) => Source::Memory(rows.into_iter()),
             TxRows::Spilled(mut file) => {
                 file.seek(SeekFrom::Start(0))?;
@@ -86,13 +89,20 @@ impl ReadyTx {
 }
 
 enum Source {
+    /// Rows that make one piece.
+    Whole(Vec<v1::Row>),
     Memory(std::vec::IntoIter<v1::Row>),
-    Spilled { input: BufReader<File>, left: usize },
+    Spilled {
+        input: BufReader<File>,
+        left: usize,
+    },
 }
 
 impl Source {
     fn next(&mut self) -> io::Result<Option<v1::Row>> {
         match self {
+            // `next_piece` takes these whole; kept in order all the same.
+            Source::Whole(rows) => Ok((!rows.is_empty()).then(|| rows.remove(0))),
             Source::Memory(rows) => Ok(rows.next()),
             Source::Spilled { input, left } => {
                 if *left == 0 {
@@ -135,6 +145,10 @@ impl Pieces {
     pub(crate) fn next_piece(&mut self) -> io::Result<Option<v1::Transaction>> {
         if self.vclock.is_none() {
             return Ok(None);
+        }
+        if let Source::Whole(rows) = &mut self.source {
+            let rows = std::mem::take(rows);
+            return Ok(Some(self.piece(rows, false)));
         }
         let mut rows = Vec::new();
         let mut size = 0;
@@ -205,13 +219,14 @@ pub(crate) enum Finished {
 }
 
 impl OpenTx {
-    /// A transaction whose first row just arrived.
-    pub(crate) fn new(origin: u32, tsn: u64) -> Self {
+    /// A transaction whose first row just arrived, with room for `rows`
+    /// rows (the previous transaction's count: no regrowing per row).
+    pub(crate) fn new(origin: u32, tsn: u64, rows: usize) -> Self {
         Self {
             origin,
             tsn,
             received_at: Instant::now(),
-            rows: Vec::new(),
+            rows: Vec::with_capacity(rows),
             mem_bytes: 0,
             spill: None,
             row_count: 0,
@@ -251,6 +266,11 @@ impl OpenTx {
     #[cfg(test)]
     pub(crate) fn mem_bytes(&self) -> usize {
         self.mem_bytes
+    }
+
+    /// Rows pushed so far (spilled ones included).
+    pub(crate) fn row_count(&self) -> usize {
+        self.row_count
     }
 
     /// Whether a row of a synchronous space was pushed (what decides a
@@ -332,7 +352,7 @@ mod tests {
     #[test]
     fn a_large_transaction_spills_and_comes_back_whole_in_pieces() {
         let dir = tempfile::tempdir().unwrap();
-        let mut tx = OpenTx::new(1, 10);
+        let mut tx = OpenTx::new(1, 10, 0);
         for i in 0..1000 {
             tx.push(row(i), false, 4096, dir.path()).unwrap();
         }
@@ -361,9 +381,44 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_in_memory_ships_whole_or_in_ordered_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let finished = || {
+            let mut tx = OpenTx::new(1, 10, 0);
+            for i in 0..50 {
+                tx.push(row(i), false, 1 << 20, dir.path()).unwrap();
+            }
+            let vclock: Vclock = [(1, 59)].into_iter().collect();
+            let Finished::Ready(ready) = tx.finish(vclock, 59, Wait::ASYNC).unwrap() else {
+                panic!()
+            };
+            assert!(matches!(ready.rows, TxRows::Memory(_)));
+            ready
+        };
+        let mut whole = finished().pieces(1 << 20).unwrap();
+        let only = whole.next_piece().unwrap().unwrap();
+        assert!(!only.partial && only.vclock.is_some());
+        assert_eq!(only.rows, (0..50).map(row).collect::<Vec<_>>());
+        assert!(whole.next_piece().unwrap().is_none());
+        let mut split = finished().pieces(2_000).unwrap();
+        let mut pieces = Vec::new();
+        while let Some(p) = split.next_piece().unwrap() {
+            pieces.push(p);
+        }
+        assert!(pieces.len() > 1);
+        assert!(
+            pieces
+                .last()
+                .is_some_and(|p| !p.partial && p.vclock.is_some())
+        );
+        let rows: Vec<_> = pieces.into_iter().flat_map(|p| p.rows).collect();
+        assert_eq!(rows, (0..50).map(row).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_marked_transaction_ships_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut tx = OpenTx::new(1, 10);
+        let mut tx = OpenTx::new(1, 10, 0);
         tx.push(row(1), false, 4096, dir.path()).unwrap();
         tx.mark();
         tx.push(row(2), false, 4096, dir.path()).unwrap();

@@ -544,13 +544,15 @@ impl Reader {
         .with_chunks(self.chunks.clone());
         let rs = self.src.replicaset.clone();
         // Handles registered once: a per-row macro call would hash labels.
-        let rows_read = metrics::counter!(m::ROWS_READ, m::REPLICASET => rs.clone());
-        let bytes_read = metrics::counter!(m::BYTES_READ, m::REPLICASET => rs.clone());
+        let mut read = ReadCounts::new(&rs);
         let txs_read = metrics::counter!(m::TRANSACTIONS_READ, m::REPLICASET => rs.clone());
+        let sync_held = metrics::gauge!(m::SYNC_HELD, m::REPLICASET => rs.clone());
+        let sync_held_bytes = metrics::gauge!(m::SYNC_HELD_BYTES, m::REPLICASET => rs.clone());
         loop {
             let row = match sub.next().await {
                 Ok(Event::Row(row)) => row,
                 Ok(Event::Heartbeat { timestamp }) => {
+                    read.flush();
                     // The gate's watermark never covers an open or held
                     // transaction: forwarded whatever the stream is in.
                     let processed = self.gate.processed().clone();
@@ -563,12 +565,14 @@ impl Reader {
                 }
                 Err(e) => return Err(self.stop_for(e)),
             };
-            rows_read.increment(1);
-            bytes_read.increment(row.body.len() as u64);
+            read.row(row.body.len());
             let b = flow
                 .track(&row)
                 .map_err(|e| Stop::Retry(format!("broken row stream: {e}")))?;
-            let outcome = self.classify(&row, &schema).await?;
+            let outcome = match classify(&row, &mut self.catalog) {
+                Ok(o) => o,
+                Err(e) => self.classify_again(e, &row, &schema).await?,
+            };
             if let RowOutcome::Skip(kind) = &outcome {
                 if *kind == SkipKind::Ddl {
                     info!(replicaset = %rs, lsn = row.lsn(), "schema change not replicated: apply migrations to both clusters (the passive one first)");
@@ -589,6 +593,9 @@ impl Reader {
             if step.marked {
                 metrics::counter!(m::TRANSACTIONS_MARKED, m::REPLICASET => rs.clone()).increment(1);
             }
+            if step.finished || !step.release.is_empty() {
+                read.flush();
+            }
             for tx in step.release {
                 self.out.send(Item::Tx(tx)).await?;
             }
@@ -599,19 +606,24 @@ impl Reader {
             // After queueing what it releases (the sender's idle heartbeats).
             self.out.processed(self.gate.processed());
             self.status.lock().processed_vclock = self.gate.processed().clone();
-            metrics::gauge!(m::SYNC_HELD, m::REPLICASET => rs.clone()).set(self.gate.held() as f64);
-            metrics::gauge!(m::SYNC_HELD_BYTES, m::REPLICASET => rs.clone())
-                .set(self.gate.held_bytes() as f64);
+            sync_held.set(self.gate.held() as f64);
+            sync_held_bytes.set(self.gate.held_bytes() as f64);
         }
     }
 
-    async fn classify(&mut self, row: &Row, schema: &Connection) -> Result<RowOutcome, Stop> {
-        match classify(row, &mut self.catalog) {
-            Ok(o) => return Ok(o),
-            Err(ClassifyError::Malformed(msg)) => {
+    /// Classifies `row` after `first` failed: reloads the catalog when the
+    /// row names a space it does not know (or a changed one) and tries again.
+    async fn classify_again(
+        &mut self,
+        first: ClassifyError,
+        row: &Row,
+        schema: &Connection,
+    ) -> Result<RowOutcome, Stop> {
+        match first {
+            ClassifyError::Malformed(msg) => {
                 return Err(Stop::Retry(format!("malformed row: {msg}")));
             }
-            Err(ClassifyError::UnknownSpace(_) | ClassifyError::Reload) => {}
+            ClassifyError::UnknownSpace(_) | ClassifyError::Reload => {}
         }
         self.catalog = Catalog::load(schema)
             .await
@@ -633,6 +645,52 @@ impl Reader {
 
     fn set_state(&self, state: State, error: Option<String>) {
         status::set_state(&self.status, &self.src.replicaset, state, error);
+    }
+}
+
+/// Rows and bytes read, counted locally and added to the metrics per
+/// transaction (or every [`ReadCounts::FLUSH_ROWS`] rows of a long one):
+/// an increment per row costs more than the rest of the row's bookkeeping.
+struct ReadCounts {
+    rows: u64,
+    bytes: u64,
+    rows_read: metrics::Counter,
+    bytes_read: metrics::Counter,
+}
+
+impl ReadCounts {
+    const FLUSH_ROWS: u64 = 1024;
+
+    fn new(replicaset: &str) -> Self {
+        Self {
+            rows: 0,
+            bytes: 0,
+            rows_read: metrics::counter!(m::ROWS_READ, m::REPLICASET => replicaset.to_owned()),
+            bytes_read: metrics::counter!(m::BYTES_READ, m::REPLICASET => replicaset.to_owned()),
+        }
+    }
+
+    fn row(&mut self, body_len: usize) {
+        self.rows += 1;
+        self.bytes += body_len as u64;
+        if self.rows >= Self::FLUSH_ROWS {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.rows > 0 {
+            self.rows_read.increment(self.rows);
+            self.bytes_read.increment(self.bytes);
+            self.rows = 0;
+            self.bytes = 0;
+        }
+    }
+}
+
+impl Drop for ReadCounts {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

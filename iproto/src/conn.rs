@@ -324,6 +324,14 @@ async fn identify(
     Ok(Some(Protocol::decode(&reply.body)?))
 }
 
+/// Makes room in `buf` for one socket read (64 KiB when less than 16 KiB
+/// is left).
+pub(crate) fn reserve_read_space(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+}
+
 /// Reads one frame from a socket that is not shared with a reader task.
 pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     stream: &mut R,
@@ -334,9 +342,7 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
         if let Some(f) = frame::decode_frame(buf, max)? {
             return Ok(f);
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
-        }
+        reserve_read_space(buf);
         if stream.read_buf(buf).await? == 0 {
             return Err(Error::Closed);
         }

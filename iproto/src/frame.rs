@@ -110,10 +110,12 @@ impl Frame {
             });
         }
         let end = r.position();
-        Ok(Self {
-            header,
-            body: payload.slice(start..end),
-        })
+        // The payload itself becomes the body: no reference-count traffic
+        // on the shared receive buffer for a slice taken and the whole dropped.
+        let mut body = payload;
+        body.truncate(end);
+        body.advance(start.min(body.len()));
+        Ok(Self { header, body })
     }
 
     /// The server error this frame carries, if it is an error response.

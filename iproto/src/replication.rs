@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, tcp::OwnedReadHalf},
     sync::watch,
     task::JoinHandle,
@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::{
     Row, Vclock,
-    conn::{ConnectOptions, Handshake, handshake, read_frame},
+    conn::{ConnectOptions, Handshake, handshake, read_frame, reserve_read_space},
     consts::{key, request as rt},
     error::{Error, ProtocolError, Result},
     features::ServerInfo,
@@ -529,12 +529,12 @@ impl Subscription {
     /// lacks the xlogs, [`Error::Server`] for other upstream errors, and
     /// [`Error::Closed`] when the socket closes.
     pub async fn next(&mut self) -> Result<Event> {
-        let read = read_frame(&mut self.rd, &mut self.buf, self.max_frame);
-        let f = tokio::time::timeout(self.dead_after, read)
-            .await
-            .map_err(|_| Error::UpstreamDead {
-                silent_for: self.dead_after,
-            })??;
+        // A frame already buffered costs no timer and no clock read: the
+        // deadline starts only when this call has to wait on the socket.
+        let f = match frame::decode_frame(&mut self.buf, self.max_frame)? {
+            Some(f) => f,
+            None => self.wait_frame().await?,
+        };
         if let Some(e) = f.server_error() {
             return Err(classify(e));
         }
@@ -544,6 +544,27 @@ impl Subscription {
             });
         }
         Ok(Event::Row(Row::from(f)))
+    }
+
+    /// Reads from the socket until a whole frame is buffered, failing with
+    /// [`Error::UpstreamDead`] once `dead_after` passes from the first wait.
+    async fn wait_frame(&mut self) -> Result<Frame> {
+        let deadline = tokio::time::Instant::now() + self.dead_after;
+        loop {
+            reserve_read_space(&mut self.buf);
+            let read = self.rd.read_buf(&mut self.buf);
+            let n = tokio::time::timeout_at(deadline, read)
+                .await
+                .map_err(|_| Error::UpstreamDead {
+                    silent_for: self.dead_after,
+                })??;
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+            if let Some(f) = frame::decode_frame(&mut self.buf, self.max_frame)? {
+                return Ok(f);
+            }
+        }
     }
 }
 
