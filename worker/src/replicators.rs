@@ -345,6 +345,49 @@ mod tests {
         }
     }
 
+    fn destination(alias: &str, running: bool, rs: &str, term: u64) -> DestinationStatus {
+        let r = tcf_api::replicator::DestinationReplicaset {
+            state: ReplicasetState::Streaming,
+            source_uuid: Some(format!("uuid-{rs}")),
+            ..Default::default()
+        };
+        DestinationStatus {
+            destination: alias.into(),
+            cluster: "B".into(),
+            running,
+            term,
+            replicasets: [(rs.to_owned(), r)].into(),
+        }
+    }
+
+    #[test]
+    fn the_destinations_of_a_direction_merge_into_one_status() {
+        let m = merge(vec![
+            destination("d1", true, "rs1", 3),
+            destination("d2", true, "rs2", 5),
+        ]);
+        assert_eq!(m.destination, "d1,d2");
+        assert_eq!(m.term, 5);
+        assert!(m.running && m.all_streaming());
+        assert_eq!(m.applied_by_source().len(), 2);
+        // One stopped destination: its replicasets read stopped, the other's
+        // keep their state, and the direction does not stream as a whole.
+        let m = merge(vec![
+            destination("d1", true, "rs1", 3),
+            destination("d2", false, "rs2", 3),
+        ]);
+        let states = m.states();
+        assert_eq!(states.get("rs1"), Some(&ReplicasetState::Streaming));
+        assert_eq!(states.get("rs2"), Some(&ReplicasetState::Stopped));
+        assert!(!m.all_streaming());
+        let m = merge(vec![
+            destination("d1", false, "rs1", 3),
+            destination("d2", false, "rs2", 3),
+        ]);
+        assert!(!m.running);
+        assert!(m.states().values().all(|s| *s == ReplicasetState::Stopped));
+    }
+
     #[test]
     fn steady_state_pairs_follow_the_mode() {
         let r = OnReturn::Resync;

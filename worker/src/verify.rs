@@ -230,3 +230,50 @@ pub(crate) fn repair_problem(status: &DestinationStatus) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tcf_api::verify::{WalkMode, WalkReason, WalkReport, WalkState};
+
+    use super::*;
+
+    fn report(alias: &str, rs: &str, walk: &str, state: WalkState) -> Report {
+        let w = WalkReport {
+            walk: walk.into(),
+            mode: WalkMode::Verify,
+            reason: WalkReason::Requested,
+            state,
+            source_cluster: "A".into(),
+            spaces: Vec::new(),
+            current_space: None,
+            seq: 0,
+            started_ms: 1,
+            finished_ms: None,
+            by_space: Default::default(),
+        };
+        Report {
+            destination: alias.into(),
+            cluster: "B".into(),
+            replicasets: [(rs.to_owned(), Some(w))].into(),
+        }
+    }
+
+    #[test]
+    fn reports_of_several_destinations_follow_one_spanning_walk() {
+        let one = merge_reports(vec![report("d1", "rs1", "w1", WalkState::Done)]);
+        assert!(one.done("w1"));
+        let m = merge_reports(vec![
+            report("d1", "rs1", "w1", WalkState::Done),
+            report("d2", "rs2", "w2", WalkState::Running),
+        ]);
+        assert_eq!(m.destination, "d1,d2");
+        assert_eq!(m.replicasets.len(), 2);
+        assert!(!m.done("w1+w2"));
+        let m = merge_reports(vec![
+            report("d1", "rs1", "w1", WalkState::Done),
+            report("d2", "rs2", "w2", WalkState::Done),
+        ]);
+        assert!(m.done("w1+w2"));
+        assert!(!m.done("w1"));
+    }
+}
