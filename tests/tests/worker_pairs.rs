@@ -310,4 +310,47 @@ async fn serial_two_pairs_per_direction_switch_over_and_back_under_writes() {
         exactly_once(t, acked, 1..first).await;
         exactly_once(t, back, first..2 * first).await;
     }
+
+    // A walk through the worker runs on both A -> B destinations and is
+    // followed as one: the report merges both replicasets, nothing differs.
+    let body = serde_json::to_string(&tcf_tests::verify::request(
+        tcf_api::verify::WalkMode::Verify,
+    ))
+    .expect("request");
+    let walk = wait_until("a walk on both pairs", SOON, || async {
+        let r = tcf_tests::http::request(
+            "POST",
+            &wa.http_addr,
+            "/tcf/api/v1/verify",
+            Some(TOGGLE_TOKEN),
+            Some(&body),
+        )
+        .await
+        .ok()?;
+        let started: tcf_api::verify::WalkStarted = serde_json::from_str(&r.body).ok()?;
+        let everywhere = r.status == 200
+            && started.replicasets.len() == 2
+            && started.replicasets.values().all(Option::is_none);
+        everywhere.then_some(started.walk)
+    })
+    .await
+    .expect("walk started");
+    assert_eq!(walk.split('+').count(), 2, "{walk}");
+    let report = wait_until("the walk done on both pairs", SOON, || async {
+        let r = tcf_tests::http::request(
+            "GET",
+            &wa.http_addr,
+            "/tcf/api/v1/verify",
+            Some(TOGGLE_TOKEN),
+            None,
+        )
+        .await
+        .ok()?;
+        let report: tcf_api::verify::Report = serde_json::from_str(&r.body).ok()?;
+        report.done(&walk).then_some(report)
+    })
+    .await
+    .expect("walk done");
+    assert_eq!(report.replicasets.len(), 2, "{report:?}");
+    assert_eq!(tcf_tests::verify::mismatches(&report), 0, "{report:?}");
 }
