@@ -269,10 +269,11 @@ pub struct PairInfo {
 pub struct ReplicatorsInfo {
     /// Steady-state mode.
     pub mode: Mode,
-    /// The pair leaving this cluster.
-    pub outgoing: PairInfo,
-    /// The pair coming into this cluster.
-    pub incoming: PairInfo,
+    /// The pairs leaving this cluster, in configuration order (each serves
+    /// a subset of its replicasets).
+    pub outgoing: Vec<PairInfo>,
+    /// The pairs coming into this cluster, in configuration order.
+    pub incoming: Vec<PairInfo>,
 }
 
 /// The fence as last applied to this cluster.

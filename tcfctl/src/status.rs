@@ -128,11 +128,26 @@ fn replication(w: &Info) -> Table {
         t.row(vec!["(this worker drives no replicators)".into()]);
         return t;
     };
-    for (pair, from, to) in [
+    for (list, from, to) in [
         (&r.outgoing, &w.cluster, &w.peer),
         (&r.incoming, &w.peer, &w.cluster),
     ] {
-        let label = format!("{from} -> {to}");
+        for (i, pair) in list.iter().enumerate() {
+            let label = if list.len() > 1 {
+                format!("{from} -> {to} #{i}")
+            } else {
+                format!("{from} -> {to}")
+            };
+            pair_rows(&mut t, label, pair);
+        }
+    }
+    t
+}
+
+/// The rows of one pair, labelled `label`: one per replicaset its
+/// destination reports.
+fn pair_rows(t: &mut Table, label: String, pair: &tcf_api::worker::PairInfo) {
+    {
         let gw: Option<&GatewayStatus> = match &pair.gateway {
             Reported::Status(g) => Some(g),
             Reported::Error { .. } => None,
@@ -150,7 +165,7 @@ fn replication(w: &Info) -> Table {
                     String::new(),
                     error.clone(),
                 ]);
-                continue;
+                return;
             }
         };
         let states = d.states();
@@ -175,7 +190,6 @@ fn replication(w: &Info) -> Table {
             ]);
         }
     }
-    t
 }
 
 fn switch_line(w: &Info) -> String {

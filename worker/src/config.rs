@@ -2,6 +2,7 @@
 //! anything starts (see `docs/worker.md`).
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -117,8 +118,8 @@ struct RawReplication {
     on_return: OnReturn,
     token_file: Option<PathBuf>,
     token: Option<Secret>,
-    outgoing: RawPair,
-    incoming: RawPair,
+    outgoing: RawPairs,
+    incoming: RawPairs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +127,34 @@ struct RawReplication {
 struct RawPair {
     gateway: String,
     destination: String,
+}
+
+/// One pair (the original form) or a list of pairs.
+#[derive(Debug)]
+enum RawPairs {
+    One(RawPair),
+    Many(Vec<RawPair>),
+}
+
+impl<'de> Deserialize<'de> for RawPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a {gateway, destination} pair or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawPairs, A::Error> {
+                RawPair::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawPairs::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<RawPairs, A::Error> {
+                Vec::<RawPair>::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(RawPairs::Many)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn default_prefix() -> String {
@@ -207,10 +236,24 @@ pub struct Replication {
     pub on_return: OnReturn,
     /// Bearer token for their control APIs.
     pub token: Secret,
-    /// The pair leaving this cluster (this cluster -> peer).
-    pub outgoing: Pair,
-    /// The pair coming into this cluster (peer -> this cluster).
-    pub incoming: Pair,
+    /// The pairs leaving this cluster (this cluster -> peer), each serving
+    /// a subset of its replicasets; never empty.
+    pub outgoing: Vec<Pair>,
+    /// The pairs coming into this cluster (peer -> this cluster); never
+    /// empty.
+    pub incoming: Vec<Pair>,
+}
+
+impl Replication {
+    /// The pairs into `to` and the pairs leaving it, seen from a worker of
+    /// cluster `me`.
+    pub fn directions(&self, me: &str, to: &str) -> (&[Pair], &[Pair]) {
+        if to == me {
+            (&self.incoming, &self.outgoing)
+        } else {
+            (&self.outgoing, &self.incoming)
+        }
+    }
 }
 
 /// Coordinator settings (election and automatic failover).
@@ -404,23 +447,15 @@ impl Config {
                     r.token_file.as_deref(),
                     "",
                 )?;
-                let pair = |name: &str, p: RawPair| -> Result<Pair, ConfigError> {
-                    parse_endpoint(&key(&format!("replication.{name}.gateway")), &p.gateway)?;
-                    parse_endpoint(
-                        &key(&format!("replication.{name}.destination")),
-                        &p.destination,
-                    )?;
-                    Ok(Pair {
-                        gateway: p.gateway,
-                        destination: p.destination,
-                    })
-                };
+                let outgoing = pairs(&key, "outgoing", r.outgoing)?;
+                let incoming = pairs(&key, "incoming", r.incoming)?;
+                distinct(&key, &outgoing, &incoming)?;
                 Some(Replication {
                     mode: r.mode,
                     on_return: r.on_return,
                     token,
-                    outgoing: pair("outgoing", r.outgoing)?,
-                    incoming: pair("incoming", r.incoming)?,
+                    outgoing,
+                    incoming,
                 })
             }
         };
@@ -470,6 +505,77 @@ impl Config {
     }
 }
 
+/// The config key of pair `i` of `direction` (`replication.outgoing[1]`), or
+/// of the direction itself when it is written as one pair.
+fn pair_key(direction: &str, i: Option<usize>) -> String {
+    match i {
+        Some(i) => format!("replication.{direction}[{i}]"),
+        None => format!("replication.{direction}"),
+    }
+}
+
+/// The checked pairs of `direction` (one pair or a non-empty list).
+fn pairs(
+    key: &dyn Fn(&str) -> String,
+    direction: &str,
+    raw: RawPairs,
+) -> Result<Vec<Pair>, ConfigError> {
+    let list: Vec<(Option<usize>, RawPair)> = match raw {
+        RawPairs::One(p) => vec![(None, p)],
+        RawPairs::Many(v) if v.is_empty() => {
+            return Err(ConfigError::invalid(
+                key(&format!("replication.{direction}")),
+                "must name at least one {gateway, destination} pair",
+            ));
+        }
+        RawPairs::Many(v) => v
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (Some(i), p))
+            .collect(),
+    };
+    list.into_iter()
+        .map(|(i, p)| {
+            let k = pair_key(direction, i);
+            parse_endpoint(&key(&format!("{k}.gateway")), &p.gateway)?;
+            parse_endpoint(&key(&format!("{k}.destination")), &p.destination)?;
+            Ok(Pair {
+                gateway: p.gateway,
+                destination: p.destination,
+            })
+        })
+        .collect()
+}
+
+/// Refuses two pairs of one direction with the same gateway or the same
+/// destination URL: each process serves one subset of replicasets.
+fn distinct(
+    key: &dyn Fn(&str) -> String,
+    outgoing: &[Pair],
+    incoming: &[Pair],
+) -> Result<(), ConfigError> {
+    for (direction, list) in [("outgoing", outgoing), ("incoming", incoming)] {
+        let one = list.len() == 1;
+        let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for (i, p) in list.iter().enumerate() {
+            for (role, url) in [("gateway", &p.gateway), ("destination", &p.destination)] {
+                let norm = url.trim_end_matches('/');
+                if let Some(first) = seen.insert((role, norm), i) {
+                    let here = pair_key(direction, (!one).then_some(i));
+                    return Err(ConfigError::invalid(
+                        key(&format!("{here}.{role}")),
+                        format!(
+                            "{url} is already the {role} of {}: every pair needs its own {role}",
+                            pair_key(direction, Some(first))
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An `https://` URL the worker calls while no `http_client.ca_file` is set.
 fn https_needs_ca(peers: &[String], r: Option<&Replication>) -> Result<(), ConfigError> {
     let peers = peers
@@ -479,11 +585,15 @@ fn https_needs_ca(peers: &[String], r: Option<&Replication>) -> Result<(), Confi
     let pairs = r.into_iter().flat_map(|r| {
         [("outgoing", &r.outgoing), ("incoming", &r.incoming)]
             .into_iter()
-            .flat_map(|(name, p)| {
-                [
-                    (format!("replication.{name}.gateway"), &p.gateway),
-                    (format!("replication.{name}.destination"), &p.destination),
-                ]
+            .flat_map(|(name, list)| {
+                let one = list.len() == 1;
+                list.iter().enumerate().flat_map(move |(i, p)| {
+                    let k = pair_key(name, (!one).then_some(i));
+                    [
+                        (format!("{k}.gateway"), &p.gateway),
+                        (format!("{k}.destination"), &p.destination),
+                    ]
+                })
             })
     });
     match peers.chain(pairs).find(|(_, u)| u.starts_with("https://")) {
@@ -581,6 +691,57 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.key(), Some("worker.coordinator.fencing_timeout"));
+    }
+
+    fn with_pairs(outgoing: &str, incoming: &str) -> String {
+        with(&format!(
+            "  replication:\n    token: t\n    outgoing: {outgoing}\n    incoming: {incoming}"
+        ))
+    }
+
+    const ONE: &str = r#"{gateway: "http://127.0.0.1:1", destination: "http://127.0.0.1:2"}"#;
+    const TWO: &str = r#"[{gateway: "http://127.0.0.1:1", destination: "http://127.0.0.1:2"}, {gateway: "http://127.0.0.1:3", destination: "http://127.0.0.1:4"}]"#;
+
+    #[test]
+    fn one_pair_or_a_list_of_pairs() {
+        let c = load(&with_pairs(ONE, TWO)).unwrap();
+        let r = c.replication.unwrap();
+        assert_eq!(r.outgoing.len(), 1);
+        assert_eq!(r.incoming.len(), 2);
+        assert_eq!(r.incoming[1].gateway, "http://127.0.0.1:3");
+        let (into_b, leaving_b) = r.directions("A", "B");
+        assert_eq!(into_b.len(), 1);
+        assert_eq!(leaving_b.len(), 2);
+    }
+
+    #[test]
+    fn bad_pairs_are_refused_naming_the_pair() {
+        let bad_url = TWO.replace("http://127.0.0.1:4", "nowhere:x");
+        let e = load(&with_pairs(ONE, &bad_url)).unwrap_err();
+        assert_eq!(
+            e.key(),
+            Some("worker.replication.incoming[1].destination"),
+            "{e}"
+        );
+        let e = load(&with_pairs("[]", TWO)).unwrap_err();
+        assert_eq!(e.key(), Some("worker.replication.outgoing"), "{e}");
+        let same_gateway = TWO.replace("127.0.0.1:3", "127.0.0.1:1");
+        let e = load(&with_pairs(&same_gateway, ONE)).unwrap_err();
+        assert_eq!(
+            e.key(),
+            Some("worker.replication.outgoing[1].gateway"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("outgoing[0]"), "{e}");
+        let same_destination = TWO.replace("127.0.0.1:4", "127.0.0.1:2/");
+        let e = load(&with_pairs(ONE, &same_destination)).unwrap_err();
+        assert_eq!(
+            e.key(),
+            Some("worker.replication.incoming[1].destination"),
+            "{e}"
+        );
+        let e = load(&with_pairs(ONE, r#"[{gateway: "http://127.0.0.1:1"}]"#)).unwrap_err();
+        assert!(e.to_string().contains("destination"), "{e}");
     }
 
     /// Config parsing never panics, whatever the text: a short fuzz run.

@@ -159,7 +159,7 @@ pub(crate) async fn fail_over(
     })
 }
 
-/// Stops both pairs between the clusters at the failover's term (nothing of
+/// Stops every pair of both directions between the clusters at the failover's term (nothing of
 /// `from` is applied to `to` past this point, nothing of `to` reaches `from`)
 /// and reads the loss point from `to`'s progress spaces.
 async fn isolate(
@@ -168,22 +168,18 @@ async fn isolate(
     rec: &SwitchRecord,
     before: &health::Health,
 ) -> Result<BTreeMap<String, Vclock>, FailoverError> {
-    let (leaving, entering) = if rec.to == w.cfg.cluster {
-        (&r.incoming, &r.outgoing)
-    } else {
-        (&r.outgoing, &r.incoming)
-    };
+    let (leaving, entering) = r.directions(&w.cfg.cluster, &rec.to);
     let token = r.token.expose();
     let failed = |why: String| FailoverError::Replicators {
         from: rec.from.clone(),
         why,
     };
-    replicators::stop_pair_best_effort(leaving, token, rec.term)
+    replicators::stop_pairs_best_effort(leaving, token, rec.term)
         .await
         .map_err(failed)?;
-    // The pair into the failed cluster: its gateway reads `to` and must stop;
-    // its destination is on the failed side and may be unreachable.
-    replicators::stop_gateway_first(entering, token, rec.term)
+    // The pairs into the failed cluster: their gateways read `to` and must
+    // stop; their destinations are on the failed side and may be unreachable.
+    replicators::stop_gateways_first(entering, token, rec.term)
         .await
         .map_err(failed)?;
     let after = health::of(w, &rec.to)

@@ -156,12 +156,19 @@ pub(crate) async fn probe_local(w: &Worker) -> Health {
         }
     }
     if let Some(r) = &w.cfg.replication {
-        match replicators::status::<DestinationStatus>(&r.incoming.destination, r.token.expose())
-            .await
-        {
-            Ok(s) => h.incoming = s.states(),
-            Err(e) => h.incoming_error = Some(e.to_string()),
+        let answers =
+            futures::future::join_all(r.incoming.iter().map(|p| {
+                replicators::status::<DestinationStatus>(&p.destination, r.token.expose())
+            }))
+            .await;
+        let mut errors = Vec::new();
+        for a in answers {
+            match a {
+                Ok(s) => h.incoming.extend(s.states()),
+                Err(e) => errors.push(e.to_string()),
+            }
         }
+        h.incoming_error = (!errors.is_empty()).then(|| errors.join("; "));
     } else {
         h.incoming_error = Some("this worker has no `replication` section".into());
     }

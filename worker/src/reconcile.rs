@@ -166,7 +166,7 @@ impl Worker {
         let token = r.token.expose();
         let mut errors = Vec::new();
         for (pair, run) in [(&r.outgoing, out), (&r.incoming, inc)] {
-            if let Err(e) = replicators::set_pair(pair, token, run, term).await {
+            if let Err(e) = replicators::set_pairs(pair, token, run, term).await {
                 errors.push(e.to_string());
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tcf_api::{
-    replicator::{Command, DestinationStatus},
+    replicator::{Command, DestinationStatus, ReplicasetState},
     worker::{PairInfo, ReplicatorsInfo, Reported},
 };
 use tcf_common::http_client::{HttpClientError, request};
@@ -52,6 +52,9 @@ pub(crate) enum CommandError {
         #[source]
         source: serde_json::Error,
     },
+    /// Several commands failed (one per pair or process).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<CommandError>),
     /// Answered with an error status.
     #[error("{url}{path} answered {status}: {body}")]
     Refused {
@@ -93,34 +96,92 @@ async fn command(url: &str, path: &str, token: &str, term: u64) -> Result<(), Co
     }
 }
 
-/// Starts (`run`) or stops both processes of `pair` at `term`.
-pub(crate) async fn set_pair(
-    pair: &Pair,
+/// Runs `f` on every item at once; every failure, in the order of `items`.
+async fn each<'a, T, F, Fut, E>(items: &'a [T], f: F) -> Vec<E>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    futures::future::join_all(items.iter().map(f))
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+fn all_of(mut errors: Vec<CommandError>) -> Result<(), CommandError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(CommandError::Several(errors)),
+    }
+}
+
+/// One process of a pair: its control URL.
+type Process = fn(&Pair) -> &str;
+
+/// Starts (`run`) or stops every pair of `pairs` (one direction) at `term`.
+/// Every gateway starts before any destination and stops after every
+/// destination: a destination never waits on a stopped gateway longer than
+/// necessary. A pair whose first command failed gets no second one; the
+/// other pairs are still commanded, and every failure is returned.
+pub(crate) async fn set_pairs(
+    pairs: &[Pair],
     token: &str,
     run: bool,
     term: u64,
 ) -> Result<(), CommandError> {
     let path = if run { "/api/v1/start" } else { "/api/v1/stop" };
-    // Start the gateway first and stop it last: a destination never waits
-    // on a stopped gateway longer than necessary.
-    if run {
-        command(&pair.gateway, path, token, term).await?;
-        command(&pair.destination, path, token, term).await
+    let (first, second): (Process, Process) = if run {
+        (|p| &p.gateway, |p| &p.destination)
     } else {
-        command(&pair.destination, path, token, term).await?;
-        command(&pair.gateway, path, token, term).await
+        (|p| &p.destination, |p| &p.gateway)
+    };
+    let firsts = futures::future::join_all(
+        pairs
+            .iter()
+            .map(|p| async move { (p, command(first(p), path, token, term).await) }),
+    )
+    .await;
+    let mut errors = Vec::new();
+    let mut ready = Vec::new();
+    for (p, r) in firsts {
+        match r {
+            Ok(()) => ready.push(p),
+            Err(e) => errors.push(e),
+        }
     }
+    errors.extend(each(&ready, |p| command(second(p), path, token, term)).await);
+    all_of(errors)
 }
 
-/// Stops `pair` at `term` when the gateway's side may be down: the
-/// destination must obey (it is on the surviving side) and report every
-/// replicaset stopped within 10 s; the gateway is told too, but its failure
-/// is only logged.
-pub(crate) async fn stop_pair_best_effort(
-    pair: &Pair,
+/// Stops every pair of `pairs` at `term` when the gateways' side may be
+/// down: every destination must obey (it is on the surviving side) and
+/// report every replicaset stopped within 10 s; then the gateways are told
+/// too, their failures only logged.
+pub(crate) async fn stop_pairs_best_effort(
+    pairs: &[Pair],
     token: &str,
     term: u64,
 ) -> Result<(), String> {
+    let errors = each(pairs, |p| stop_destination(p, token, term)).await;
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    for p in pairs {
+        if let Err(e) = command(&p.gateway, "/api/v1/stop", token, term).await {
+            tracing::info!(
+                "gateway {} not stopped (its cluster may be down): {e}",
+                p.gateway
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Stops the destination of `pair` and waits up to 10 s until it reports
+/// every replicaset stopped.
+async fn stop_destination(pair: &Pair, token: &str, term: u64) -> Result<(), String> {
     command(&pair.destination, "/api/v1/stop", token, term)
         .await
         .map_err(|e| e.to_string())?;
@@ -131,35 +192,91 @@ pub(crate) async fn stop_pair_best_effort(
             .map_err(|e| e.to_string())?;
         let stopped = s.states().values().all(|st| !st.is_running());
         if stopped {
-            break;
+            return Ok(());
         }
         if std::time::Instant::now() > deadline {
             return Err(format!("{} did not stop within 10 s", pair.destination));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if let Err(e) = command(&pair.gateway, "/api/v1/stop", token, term).await {
-        tracing::info!(
-            "gateway {} not stopped (its cluster may be down): {e}",
-            pair.gateway
-        );
+}
+
+/// Stops every pair of `pairs` at `term` when the destinations' side may be
+/// down: every gateway is stopped first and must obey; then the
+/// destinations are told too, their failures only logged.
+pub(crate) async fn stop_gateways_first(
+    pairs: &[Pair],
+    token: &str,
+    term: u64,
+) -> Result<(), String> {
+    let errors = each(pairs, |p| command(&p.gateway, "/api/v1/stop", token, term)).await;
+    if !errors.is_empty() {
+        return Err(CommandError::Several(errors).to_string());
+    }
+    for p in pairs {
+        if let Err(e) = command(&p.destination, "/api/v1/stop", token, term).await {
+            tracing::info!(
+                "destination {} not stopped (its cluster may be down): {e}",
+                p.destination
+            );
+        }
     }
     Ok(())
 }
 
-/// Stops `pair` at `term` when its destination's side may be down: the
-/// gateway must obey; the destination is told too, failures only logged.
-pub(crate) async fn stop_gateway_first(pair: &Pair, token: &str, term: u64) -> Result<(), String> {
-    command(&pair.gateway, "/api/v1/stop", token, term)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Err(e) = command(&pair.destination, "/api/v1/stop", token, term).await {
-        tracing::info!(
-            "destination {} not stopped (its cluster may be down): {e}",
-            pair.destination
-        );
+/// The status of every destination of `pairs` (one direction) as one: the
+/// union of their replicasets, `running` when any runs (the replicasets of
+/// a stopped one read `stopped`), the newest term, the aliases joined by
+/// `,`. Fails when any destination does not answer: a direction is judged
+/// whole or not at all.
+pub(crate) async fn destinations(
+    pairs: &[Pair],
+    token: &str,
+) -> Result<DestinationStatus, CommandError> {
+    let answers = futures::future::join_all(
+        pairs
+            .iter()
+            .map(|p| status::<DestinationStatus>(&p.destination, token)),
+    )
+    .await;
+    let mut errors = Vec::new();
+    let mut all = Vec::new();
+    for a in answers {
+        match a {
+            Ok(s) => all.push(s),
+            Err(e) => errors.push(e),
+        }
     }
-    Ok(())
+    all_of(errors)?;
+    Ok(merge(all))
+}
+
+/// Several destinations' statuses as one (see [`destinations`]).
+pub(crate) fn merge(all: Vec<DestinationStatus>) -> DestinationStatus {
+    let mut aliases = Vec::new();
+    let mut merged = DestinationStatus {
+        destination: String::new(),
+        cluster: String::new(),
+        running: false,
+        term: 0,
+        replicasets: Default::default(),
+    };
+    for mut s in all {
+        if !s.running {
+            for r in s.replicasets.values_mut() {
+                r.state = ReplicasetState::Stopped;
+            }
+        }
+        merged.running |= s.running;
+        merged.term = merged.term.max(s.term);
+        if merged.cluster.is_empty() {
+            merged.cluster = s.cluster;
+        }
+        aliases.push(s.destination);
+        merged.replicasets.append(&mut s.replicasets);
+    }
+    merged.destination = aliases.join(",");
+    merged
 }
 
 /// `GET /api/v1/status` of a replicator: [`GatewayStatus`] or
@@ -183,7 +300,7 @@ pub(crate) async fn status<T: DeserializeOwned>(url: &str, token: &str) -> Resul
     })
 }
 
-/// The status of both pairs, asked at once.
+/// The status of every pair of both directions, asked at once.
 pub(crate) async fn info(r: &Replication) -> ReplicatorsInfo {
     let token = r.token.expose();
     async fn one<T: DeserializeOwned>(url: &str, token: &str) -> Reported<T> {
@@ -202,7 +319,10 @@ pub(crate) async fn info(r: &Replication) -> ReplicatorsInfo {
             destination,
         }
     }
-    let (outgoing, incoming) = tokio::join!(pair(&r.outgoing, token), pair(&r.incoming, token));
+    let (outgoing, incoming) = tokio::join!(
+        futures::future::join_all(r.outgoing.iter().map(|p| pair(p, token))),
+        futures::future::join_all(r.incoming.iter().map(|p| pair(p, token))),
+    );
     ReplicatorsInfo {
         mode: r.mode,
         outgoing,
@@ -223,6 +343,49 @@ mod tests {
             assert_eq!(desired(mode, OnReturn::ShipTail, A, D), (false, true));
             assert_eq!(desired(mode, OnReturn::ShipTail, D, A), (true, false));
         }
+    }
+
+    fn destination(alias: &str, running: bool, rs: &str, term: u64) -> DestinationStatus {
+        let r = tcf_api::replicator::DestinationReplicaset {
+            state: ReplicasetState::Streaming,
+            source_uuid: Some(format!("uuid-{rs}")),
+            ..Default::default()
+        };
+        DestinationStatus {
+            destination: alias.into(),
+            cluster: "B".into(),
+            running,
+            term,
+            replicasets: [(rs.to_owned(), r)].into(),
+        }
+    }
+
+    #[test]
+    fn the_destinations_of_a_direction_merge_into_one_status() {
+        let m = merge(vec![
+            destination("d1", true, "rs1", 3),
+            destination("d2", true, "rs2", 5),
+        ]);
+        assert_eq!(m.destination, "d1,d2");
+        assert_eq!(m.term, 5);
+        assert!(m.running && m.all_streaming());
+        assert_eq!(m.applied_by_source().len(), 2);
+        // One stopped destination: its replicasets read stopped, the other's
+        // keep their state, and the direction does not stream as a whole.
+        let m = merge(vec![
+            destination("d1", true, "rs1", 3),
+            destination("d2", false, "rs2", 3),
+        ]);
+        let states = m.states();
+        assert_eq!(states.get("rs1"), Some(&ReplicasetState::Streaming));
+        assert_eq!(states.get("rs2"), Some(&ReplicasetState::Stopped));
+        assert!(!m.all_streaming());
+        let m = merge(vec![
+            destination("d1", false, "rs1", 3),
+            destination("d2", false, "rs2", 3),
+        ]);
+        assert!(!m.running);
+        assert!(m.states().values().all(|s| *s == ReplicasetState::Stopped));
     }
 
     #[test]

@@ -100,14 +100,18 @@ pub(crate) async fn resync(w: &Worker, requested_by: String) -> Result<ResyncAns
     let sources: Vec<String> = probe.incoming.keys().cloned().collect();
     if sources.is_empty() {
         return Err(ResyncError::Failed(format!(
-            "the incoming destination ({}) reports no replicaset: {}",
-            r.incoming.destination,
+            "the incoming destinations ({}) report no replicaset: {}",
+            r.incoming
+                .iter()
+                .map(|p| p.destination.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             probe.incoming_error.unwrap_or_default()
         )));
     }
-    replicators::set_pair(&r.incoming, r.token.expose(), false, state.term)
+    replicators::set_pairs(&r.incoming, r.token.expose(), false, state.term)
         .await
-        .map_err(|e| ResyncError::Failed(format!("stopping the incoming pair: {e}")))?;
+        .map_err(|e| ResyncError::Failed(format!("stopping the incoming pairs: {e}")))?;
     for uri in &masters {
         let fail = |e: String| ResyncError::Failed(format!("{uri}: {e}"));
         let conn = Connection::connect(uri, &w.cfg.connect_options())
@@ -171,12 +175,7 @@ pub(crate) async fn ship_tail_step(w: &Worker, state: &crate::store::FedState) {
     if probe.serving_problem().is_some() {
         return;
     }
-    let Ok(status) = replicators::status::<tcf_api::replicator::DestinationStatus>(
-        &r.outgoing.destination,
-        r.token.expose(),
-    )
-    .await
-    else {
+    let Ok(status) = replicators::destinations(&r.outgoing, r.token.expose()).await else {
         return;
     };
     let applied = status.applied_by_source();

@@ -174,18 +174,22 @@ pub(crate) async fn run(w: Arc<Worker>, stop: CancellationToken) {
         };
         let (out, inc) = replicators::desired(r.mode, r.on_return, mine, theirs);
         let token = r.token.expose();
-        let sample = |run: bool, url: String| async move {
+        async fn sample(
+            run: bool,
+            pairs: &[crate::config::Pair],
+            token: &str,
+        ) -> Option<Result<DestinationStatus, String>> {
             if !run {
                 return None;
             }
-            let s = replicators::status::<DestinationStatus>(&url, token).await;
+            let s = replicators::destinations(pairs, token).await;
             Some(s.map_err(|e| e.to_string()))
-        };
+        }
         let (o, i) = tokio::select! {
             r = async {
                 tokio::join!(
-                    sample(out, r.outgoing.destination.clone()),
-                    sample(inc, r.incoming.destination.clone())
+                    sample(out, &r.outgoing, token),
+                    sample(inc, &r.incoming, token)
                 )
             } => r,
             () = stop.cancelled() => return,

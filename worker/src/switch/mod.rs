@@ -126,7 +126,7 @@ pub(crate) async fn step(
         Phase::Drain if rec.to == me => {
             let r = w.cfg.replication.as_ref().ok_or(StepError::NoReplication)?;
             let status: DestinationStatus =
-                replicators::status(&r.incoming.destination, r.token.expose()).await?;
+                replicators::destinations(&r.incoming, r.token.expose()).await?;
             if let Some(why) = crate::verify::repair_problem(&status) {
                 return Err(StepError::Repairing(why));
             }
@@ -143,7 +143,7 @@ pub(crate) async fn step(
             }
             info!(
                 term = rec.term,
-                "the incoming pair processed everything up to the fence"
+                "every incoming pair processed everything up to the fence"
             );
             rec.phase = Phase::Reverse;
             put(w, state_rev, rev, &rec).await
@@ -151,10 +151,10 @@ pub(crate) async fn step(
         Phase::Reverse if rec.to == me => {
             let r = w.cfg.replication.as_ref().ok_or(StepError::NoReplication)?;
             if r.mode == Mode::OneWay {
-                replicators::set_pair(&r.outgoing, r.token.expose(), true, rec.term).await?;
+                replicators::set_pairs(&r.outgoing, r.token.expose(), true, rec.term).await?;
             }
             let status: DestinationStatus =
-                replicators::status(&r.outgoing.destination, r.token.expose()).await?;
+                replicators::destinations(&r.outgoing, r.token.expose()).await?;
             if !status.all_streaming() {
                 return Err(StepError::Reversing);
             }

@@ -309,12 +309,8 @@ fn pairs<'a>(
     w: &Worker,
     r: &'a crate::config::Replication,
     to: &str,
-) -> (&'a crate::config::Pair, &'a crate::config::Pair) {
-    if to == w.cfg.cluster {
-        (&r.incoming, &r.outgoing)
-    } else {
-        (&r.outgoing, &r.incoming)
-    }
+) -> (&'a [crate::config::Pair], &'a [crate::config::Pair]) {
+    r.directions(&w.cfg.cluster, to)
 }
 
 /// The destination writing the passive cluster lags at most `max_ms` on
@@ -327,16 +323,15 @@ async fn lag_check(w: &Worker, plan: &Plan, max_ms: u64) -> Check {
         );
     };
     let (into, _) = pairs(w, r, &plan.to);
-    let status: DestinationStatus =
-        match replicators::status(&into.destination, r.token.expose()).await {
-            Ok(s) => s,
-            Err(e) => {
-                return fail(
-                    CheckName::Lag,
-                    format!("cannot read the lag of {}: {e}", plan.to),
-                );
-            }
-        };
+    let status: DestinationStatus = match replicators::destinations(into, r.token.expose()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                CheckName::Lag,
+                format!("cannot read the lag of {}: {e}", plan.to),
+            );
+        }
+    };
     if status.replicasets.is_empty() {
         return fail(
             CheckName::Lag,
@@ -379,8 +374,9 @@ fn judge_lag(plan: &Plan, status: &DestinationStatus, max: Duration) -> Check {
     }
 }
 
-/// The pair leaving the passive cluster answers and holds no replicaset in
-/// an error state (in `two_way` mode it must stream already).
+/// Every pair leaving the passive cluster answers and holds no replicaset
+/// in an error state (in `two_way` mode it must stream already); each pair
+/// is named in the detail.
 async fn reverse_check(w: &Worker, plan: &Plan) -> Check {
     let name = CheckName::ReversePair;
     let Some(r) = &w.cfg.replication else {
@@ -388,29 +384,47 @@ async fn reverse_check(w: &Worker, plan: &Plan) -> Check {
     };
     let (_, leaving) = pairs(w, r, &plan.to);
     let token = r.token.expose();
-    let (gw, dest) = tokio::join!(
-        replicators::status::<GatewayStatus>(&leaving.gateway, token),
-        replicators::status::<DestinationStatus>(&leaving.destination, token),
-    );
-    let what = format!("{} -> {}", plan.to, plan.from);
-    let gw = match gw {
-        Ok(g) => g,
-        Err(e) => return fail(name, format!("the gateway of {what} does not answer: {e}")),
-    };
-    let dest = match dest {
-        Ok(d) => d,
-        Err(e) => {
-            return fail(
-                name,
-                format!("the destination of {what} does not answer: {e}"),
-            );
-        }
-    };
-    if dest.replicasets.is_empty() {
-        return fail(
+    let several = leaving.len() > 1;
+    let results = futures::future::join_all(leaving.iter().enumerate().map(|(i, p)| {
+        let what = if several {
+            format!("{} -> {} pair {i} ({})", plan.to, plan.from, p.gateway)
+        } else {
+            format!("{} -> {}", plan.to, plan.from)
+        };
+        reverse_pair_check(p, token, r.mode, what)
+    }))
+    .await;
+    let (ok, bad): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let bad: Vec<String> = bad.into_iter().filter_map(Result::err).collect();
+    if bad.is_empty() {
+        pass(
             name,
-            format!("the destination of {what} reports no replicaset"),
-        );
+            ok.into_iter()
+                .filter_map(Result::ok)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    } else {
+        fail(name, bad.join("; "))
+    }
+}
+
+/// The reverse-pair check of one pair `p` (named `what`): its pass detail
+/// or why it fails.
+async fn reverse_pair_check(
+    p: &crate::config::Pair,
+    token: &str,
+    mode: Mode,
+    what: String,
+) -> Result<String, String> {
+    let (gw, dest) = tokio::join!(
+        replicators::status::<GatewayStatus>(&p.gateway, token),
+        replicators::status::<DestinationStatus>(&p.destination, token),
+    );
+    let gw = gw.map_err(|e| format!("the gateway of {what} does not answer: {e}"))?;
+    let dest = dest.map_err(|e| format!("the destination of {what} does not answer: {e}"))?;
+    if dest.replicasets.is_empty() {
+        return Err(format!("the destination of {what} reports no replicaset"));
     }
     let broken = |s: ReplicasetState| {
         matches!(
@@ -437,23 +451,19 @@ async fn reverse_check(w: &Worker, plan: &Plan) -> Check {
             }),
     );
     if !bad.is_empty() {
-        return fail(name, format!("{what} cannot stream: {}", bad.join(", ")));
+        return Err(format!("{what} cannot stream: {}", bad.join(", ")));
     }
-    if r.mode == Mode::TwoWay && !dest.all_streaming() {
-        return fail(
-            name,
-            format!("{what} should stream in two_way mode but does not"),
-        );
+    if mode == Mode::TwoWay && !dest.all_streaming() {
+        return Err(format!("{what} should stream in two_way mode but does not"));
     }
     let running = if dest.running {
         "running"
     } else {
         "stopped, starts in the reverse phase"
     };
-    pass(
-        name,
-        format!("{what} answers ({running}), no replicaset in error"),
-    )
+    Ok(format!(
+        "{what} answers ({running}), no replicaset in error"
+    ))
 }
 
 fn cause(e: Option<&str>) -> String {

@@ -193,11 +193,14 @@ function renderReplicasets(w) {
     return;
   }
   const rows = [];
-  for (const [name, pair, from, to] of [
-    ["outgoing", r.outgoing, w.cluster, w.peer],
-    ["incoming", r.incoming, w.peer, w.cluster],
+  const pairs = [];
+  for (const [list, from, to] of [
+    [r.outgoing, w.cluster, w.peer],
+    [r.incoming, w.peer, w.cluster],
   ]) {
-    const label = from + " → " + to;
+    list.forEach((pair, i) => pairs.push([pair, from + " → " + to + (list.length > 1 ? " #" + i : "")]));
+  }
+  for (const [pair, label] of pairs) {
     const gw = pair.gateway && pair.gateway.replicasets ? pair.gateway : null;
     const d = pair.destination && pair.destination.replicasets ? pair.destination : null;
     if (!d) {
