@@ -300,6 +300,7 @@ impl Config {
             heartbeat_interval: self.source_replication_timeout,
             dead_after_heartbeats: 4,
             ack_interval: ack,
+            ..Timing::default()
         }
     }
 }

@@ -117,6 +117,14 @@ pub struct Timing {
     pub dead_after_heartbeats: u32,
     /// How often acks are sent, independent of reading.
     pub ack_interval: Duration,
+    /// How long a subscription may stay silent before it settles (its first
+    /// row, or a heartbeat after the one the relay sends when it starts). A
+    /// relay starting far back scans its xlog file up to the requested
+    /// vclock and sends nothing meanwhile, heartbeats included (seconds for
+    /// a large file on a busy source); judging it dead after the usual
+    /// silence would resubscribe, be refused as a duplicate until the old
+    /// relay finishes its scan, and never get past it.
+    pub start_timeout: Duration,
 }
 
 impl Default for Timing {
@@ -125,6 +133,7 @@ impl Default for Timing {
             heartbeat_interval: Duration::from_secs(1),
             dead_after_heartbeats: 4,
             ack_interval: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -406,6 +415,8 @@ impl ReplicationClient {
             buf: self.buf,
             max_frame: self.opts.frame_limit(),
             dead_after: req.timing.dead_after(),
+            start_timeout: req.timing.start_timeout.max(req.timing.dead_after()),
+            start: Start::Subscribed,
             responder_id: reply.header.replica_id,
             upstream_vclock,
             replicaset_uuid,
@@ -474,6 +485,15 @@ pub enum Event {
     },
 }
 
+/// How far a subscription has come: until it settles, silence is judged
+/// against [`Timing::start_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Subscribed,
+    FirstHeartbeat,
+    Settled,
+}
+
 /// A live anonymous subscription. Dropping it stops the acks and closes the
 /// socket.
 #[derive(Debug)]
@@ -482,6 +502,8 @@ pub struct Subscription {
     buf: BytesMut,
     max_frame: usize,
     dead_after: Duration,
+    start_timeout: Duration,
+    start: Start,
     responder_id: u32,
     upstream_vclock: Vclock,
     replicaset_uuid: Uuid,
@@ -525,7 +547,8 @@ impl Subscription {
     /// The next row or heartbeat.
     ///
     /// Fails with [`Error::UpstreamDead`] when nothing arrives for the dead
-    /// interval *while this call waits*, [`Error::XlogGap`] when the upstream
+    /// interval *while this call waits* (before the subscription settles,
+    /// [`Timing::start_timeout`]), [`Error::XlogGap`] when the upstream
     /// lacks the xlogs, [`Error::Server`] for other upstream errors, and
     /// [`Error::Closed`] when the socket closes.
     pub async fn next(&mut self) -> Result<Event> {
@@ -539,24 +562,35 @@ impl Subscription {
             return Err(classify(e));
         }
         if f.header.request_type == rt::OK {
+            self.start = match self.start {
+                Start::Subscribed => Start::FirstHeartbeat,
+                _ => Start::Settled,
+            };
             return Ok(Event::Heartbeat {
                 timestamp: f.header.timestamp,
             });
         }
+        self.start = Start::Settled;
         Ok(Event::Row(Row::from(f)))
     }
 
     /// Reads from the socket until a whole frame is buffered, failing with
-    /// [`Error::UpstreamDead`] once `dead_after` passes from the first wait.
+    /// [`Error::UpstreamDead`] once `dead_after` (before the subscription
+    /// settles, `start_timeout`) passes from the first wait.
     async fn wait_frame(&mut self) -> Result<Frame> {
-        let deadline = tokio::time::Instant::now() + self.dead_after;
+        let silence = if self.start == Start::Settled {
+            self.dead_after
+        } else {
+            self.start_timeout
+        };
+        let deadline = tokio::time::Instant::now() + silence;
         loop {
             reserve_read_space(&mut self.buf);
             let read = self.rd.read_buf(&mut self.buf);
             let n = tokio::time::timeout_at(deadline, read)
                 .await
                 .map_err(|_| Error::UpstreamDead {
-                    silent_for: self.dead_after,
+                    silent_for: silence,
                 })??;
             if n == 0 {
                 return Err(Error::Closed);

@@ -383,6 +383,88 @@ async fn a_silent_upstream_is_dead_but_a_paused_reader_is_not() {
 }
 
 #[tokio::test]
+async fn a_relay_silent_after_it_starts_is_given_the_start_timeout() {
+    // A relay scanning a large xlog up to the subscribe position sends its
+    // starting heartbeat, then nothing until the first row. Here the
+    // master's replication_timeout is long, so after that heartbeat nothing
+    // comes until a row is written: twice the usual dead interval of silence.
+    let master = options("first")
+        .replication_timeout(Duration::from_secs(30))
+        .start_single()
+        .await
+        .expect("master");
+    let silence = fast_timing().dead_after() * 2;
+    let from = vclock_of(&master).await;
+    let subscribe_with = |start_timeout: Duration| {
+        let (uri, from) = (master.uri(), from.clone());
+        async move {
+            let client = ReplicationClient::connect(&uri, &repl_opts())
+                .await
+                .expect("connect");
+            let (ack, acks) = ack_channel(from.clone());
+            let req = SubscribeRequest {
+                timing: Timing {
+                    start_timeout,
+                    ..fast_timing()
+                },
+                ..SubscribeRequest::new(from)
+            };
+            (client.subscribe(&req, acks).await.expect("subscribe"), ack)
+        }
+    };
+
+    // With no grace beyond the dead interval, the silent start is a death.
+    let (mut strict, _ack) = subscribe_with(fast_timing().dead_after()).await;
+    let err = tokio::time::timeout(SOON, async {
+        loop {
+            if let Err(e) = strict.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("judged within the dead interval");
+    assert!(matches!(err, Error::UpstreamDead { .. }), "{err:?}");
+    drop(strict);
+
+    // With the default grace, the same silence is waited out and the first
+    // row arrives.
+    let (mut sub, _ack) = subscribe_with(Timing::default().start_timeout).await;
+    let reader = tokio::spawn(async move {
+        let tx = next_tx(&mut sub, &mut TxAssembler::new(from)).await;
+        (sub, tx)
+    });
+    tokio::time::sleep(silence).await;
+    assert!(
+        !reader.is_finished(),
+        "the reader is still waiting, not dead"
+    );
+    master
+        .eval("box.space.test:insert{1, 'after a silent start'}", &[])
+        .await
+        .expect("insert");
+    let (mut sub, tx) = tokio::time::timeout(SOON, reader)
+        .await
+        .expect("the row arrives")
+        .expect("reader task");
+    assert_eq!(tx.rows.len(), 1);
+
+    // Once a row came, the usual dead interval applies.
+    master.kill(Signal::SIGSTOP).expect("SIGSTOP");
+    let err = tokio::time::timeout(SOON, async {
+        loop {
+            if let Err(e) = sub.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("death detected");
+    master.kill(Signal::SIGCONT).expect("SIGCONT");
+    assert!(matches!(err, Error::UpstreamDead { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn acks_carry_only_the_vclock_the_caller_publishes() {
     // One registered instance and quorum 2: the anonymous ack is the only one
     // that can complete the quorum (Tarantool < 2.10 counts it).
