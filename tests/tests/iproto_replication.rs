@@ -87,6 +87,15 @@ async fn subscribe(t: &Tarantool, from: &Vclock) -> (Subscription, tcf_iproto::A
     (client.subscribe(&req, acks).await.expect("subscribe"), ack)
 }
 
+/// Reads rows and heartbeats until the subscription fails; its error.
+async fn end_of(sub: &mut Subscription) -> Error {
+    loop {
+        if let Err(e) = sub.next().await {
+            return e;
+        }
+    }
+}
+
 /// Reads until a whole transaction arrives (heartbeats are skipped).
 async fn next_tx(sub: &mut Subscription, asm: &mut TxAssembler) -> Transaction {
     let read = async {
@@ -336,13 +345,7 @@ async fn a_killed_upstream_ends_the_stream_with_an_error() {
         .expect("insert");
     next_tx(&mut sub, &mut TxAssembler::new(from)).await;
     master.kill(Signal::SIGKILL).expect("kill -9");
-    let end = tokio::time::timeout(SOON, async {
-        loop {
-            if let Err(e) = sub.next().await {
-                return e;
-            }
-        }
-    });
+    let end = tokio::time::timeout(SOON, end_of(&mut sub));
     let err = end
         .await
         .expect("the stream ends with an error, not a hang");
@@ -369,15 +372,9 @@ async fn a_silent_upstream_is_dead_but_a_paused_reader_is_not() {
 
     // A stopped upstream sends nothing: dead after 4 heartbeat intervals of reading.
     master.kill(Signal::SIGSTOP).expect("SIGSTOP");
-    let err = tokio::time::timeout(SOON, async {
-        loop {
-            if let Err(e) = sub.next().await {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("death detected");
+    let err = tokio::time::timeout(SOON, end_of(&mut sub))
+        .await
+        .expect("death detected");
     master.kill(Signal::SIGCONT).expect("SIGCONT");
     assert!(matches!(err, Error::UpstreamDead { .. }), "{err:?}");
 }
@@ -415,15 +412,9 @@ async fn a_relay_silent_after_it_starts_is_given_the_start_timeout() {
 
     // With no grace beyond the dead interval, the silent start is a death.
     let (mut strict, _ack) = subscribe_with(fast_timing().dead_after()).await;
-    let err = tokio::time::timeout(SOON, async {
-        loop {
-            if let Err(e) = strict.next().await {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("judged within the dead interval");
+    let err = tokio::time::timeout(SOON, end_of(&mut strict))
+        .await
+        .expect("judged within the dead interval");
     assert!(matches!(err, Error::UpstreamDead { .. }), "{err:?}");
     drop(strict);
 
@@ -451,15 +442,9 @@ async fn a_relay_silent_after_it_starts_is_given_the_start_timeout() {
 
     // Once a row came, the usual dead interval applies.
     master.kill(Signal::SIGSTOP).expect("SIGSTOP");
-    let err = tokio::time::timeout(SOON, async {
-        loop {
-            if let Err(e) = sub.next().await {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("death detected");
+    let err = tokio::time::timeout(SOON, end_of(&mut sub))
+        .await
+        .expect("death detected");
     master.kill(Signal::SIGCONT).expect("SIGCONT");
     assert!(matches!(err, Error::UpstreamDead { .. }), "{err:?}");
 }
